@@ -1,0 +1,108 @@
+//! # homeserver-domain
+//!
+//! The heart of homeserver: the domain types (snapshots, history, and later
+//! containers, devices, profiles, operations and events), the **ports** the
+//! use cases need from the outside world, and the **use cases** themselves.
+//!
+//! ## What this crate owns
+//! - [`snapshot`]: what one look at the host sees ([`Snapshot`], [`HostInfo`]).
+//! - [`metric`] and [`history`]: the metrics kept in history, tiers,
+//!   retention, queries and the choice of tier for a query.
+//! - [`ports`]: [`SnapshotSource`], [`SnapshotRepository`], [`Clock`],
+//!   [`SnapshotPublisher`], each an `#[async_trait]` trait object.
+//! - [`monitoring`]: sample → publish → buffer → flush → roll up → prune.
+//!
+//! ## What it must not know
+//! No HTTP (axum), SQL (sqlx), Docker (bollard), sysinfo, utoipa, serde
+//! formats or async runtime (tokio) appear here. It depends on `std`,
+//! `thiserror`, `async-trait` and the `tracing` facade only; `serde` and
+//! `mockall` come in behind the `serde` and `mocks` features. Wire formats
+//! and storage rows belong to the adapters.
+//!
+//! ## Reusing it
+//! Enable `mocks` in your dev-dependencies to get a mockall mock of every
+//! port (`MockSnapshotSource`, `MockSnapshotRepository`, `MockClock`,
+//! `MockSnapshotPublisher`). Or implement a port yourself and drive a use
+//! case with it:
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use async_trait::async_trait;
+//! use homeserver_domain::{
+//!     Clock, HostInfo, Sampler, SampleBuffer, Snapshot, SnapshotPublisher, SnapshotSource,
+//!     SourceError, UnixMillis,
+//! };
+//!
+//! /// A host that always reports half of its 8 GiB in use.
+//! struct FixedHost;
+//!
+//! #[async_trait]
+//! impl SnapshotSource for FixedHost {
+//!     async fn sample(&self, at: UnixMillis) -> Result<Snapshot, SourceError> {
+//!         let mut s = Snapshot { timestamp: at, ..Snapshot::default() };
+//!         s.memory.total_bytes = 8 << 30;
+//!         s.memory.used_bytes = 4 << 30;
+//!         s.memory.usage_percent = 50.0;
+//!         Ok(s)
+//!     }
+//!     async fn host_info(&self) -> Result<HostInfo, SourceError> {
+//!         Ok(HostInfo::default())
+//!     }
+//! }
+//!
+//! /// A clock frozen at one instant whose sleeps return at once.
+//! struct Frozen;
+//!
+//! #[async_trait]
+//! impl Clock for Frozen {
+//!     fn now(&self) -> UnixMillis { UnixMillis(1_700_000_000_000) }
+//!     async fn sleep_until(&self, _deadline: UnixMillis) {}
+//! }
+//!
+//! /// Keeps what was published.
+//! #[derive(Default)]
+//! struct Collect(Mutex<Vec<Arc<Snapshot>>>);
+//!
+//! impl SnapshotPublisher for Collect {
+//!     fn publish(&self, s: Arc<Snapshot>) { self.0.lock().unwrap().push(s) }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let published = Arc::new(Collect::default());
+//! let buffer = Arc::new(SampleBuffer::new(60));
+//! let sampler = Sampler::new(Arc::new(FixedHost), published.clone(), Arc::new(Frozen), Some(buffer.clone()), 1_000);
+//!
+//! let snapshot = sampler.tick().await?;
+//! assert_eq!(snapshot.memory.usage_percent, 50.0);
+//! assert_eq!(published.0.lock().unwrap().len(), 1);
+//! // The history part waits in the buffer for the HistoryWriter to flush it.
+//! assert_eq!(buffer.len(), 1);
+//! # Ok::<(), SourceError>(())
+//! # }).unwrap();
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod history;
+pub mod metric;
+pub mod monitoring;
+pub mod ports;
+pub mod snapshot;
+pub mod time;
+
+pub use error::{FieldError, HistoryError, RepositoryError, SourceError};
+pub use history::{
+    Aggregate, BucketPlan, HistoryQuery, HistoryResult, MAX_POINTS, Point, PruneReport, RetentionPolicy, RollupReport,
+    Series, Tier,
+};
+pub use metric::{HistorySample, METRIC_COUNT, Metric, Unit, UnknownMetric};
+pub use monitoring::{HistoryService, HistoryWriter, SampleBuffer, Sampler, SamplerHealth, WriterSettings, WriterStats};
+#[cfg(any(test, feature = "mocks"))]
+pub use ports::{MockClock, MockSnapshotPublisher, MockSnapshotRepository, MockSnapshotSource};
+pub use ports::{Clock, SnapshotPublisher, SnapshotRepository, SnapshotSource};
+pub use snapshot::{
+    BlockDeviceStats, ContainerStats, CpuStats, DiskStats, HostInfo, LoadAverage, MemoryStats, NetworkStats, Snapshot,
+    SystemStats,
+};
+pub use time::UnixMillis;
