@@ -1,0 +1,243 @@
+//! Builds the application from its settings and runs it until stopped.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use homeserver_domain::{
+    Clock, HistoryService, HistoryWriter, SampleBuffer, Sampler, SnapshotRepository, SnapshotSource, UnixMillis,
+    WriterSettings,
+};
+use homeserver_sqlite::{SqliteStore, StoreOptions};
+use homeserver_sysinfo::{SourceConfig, SysinfoSource};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::{Authenticator, OpenAccess};
+use crate::clock::SystemClock;
+use crate::config::Settings;
+use crate::live::LiveHub;
+use crate::state::{AppState, Probe};
+
+/// Where and how the database named in `settings` is opened.
+pub fn store_options(settings: &Settings) -> StoreOptions {
+    StoreOptions { max_connections: settings.database.max_connections, ..StoreOptions::new(&settings.database.path) }
+}
+
+/// Opens (creating if needed) and migrates the database named in `settings`.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
+    SqliteStore::open(store_options(settings)).await.map_err(anyhow::Error::from)
+}
+
+struct StoreProbe(Arc<SqliteStore>);
+
+#[async_trait]
+impl Probe for StoreProbe {
+    async fn check(&self) -> Result<(), String> {
+        self.0.health_check().await.map_err(|e| e.to_string())
+    }
+}
+
+/// A built application: listening, with its background work ready to run.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: axum::Router,
+    state: AppState,
+    store: Arc<SqliteStore>,
+    sampler: Sampler,
+    writer: Option<HistoryWriter>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl Application {
+    /// Opens the database, reads the host once, binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, Arc::new(OpenAccess)).await
+    }
+
+    /// As [`Application::build`], with a chosen authenticator.
+    pub async fn build_with(settings: Settings, authenticator: Arc<dyn Authenticator>) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        let store = Arc::new(open_store(&settings).await?);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let source = SysinfoSource::new(SourceConfig {
+            proc_root: settings.host.proc_root.clone(),
+            sys_root: settings.host.sys_root.clone(),
+            inventory_refresh_secs: settings.host.inventory_refresh_secs,
+            ..SourceConfig::default()
+        })
+        .context("cannot read the host's /proc and /sys")?;
+        let source: Arc<dyn SnapshotSource> = Arc::new(source);
+        let host_info = Arc::new(source.host_info().await.context("cannot read host facts")?);
+
+        let hub = Arc::new(LiveHub::new(settings.websocket.client_queue));
+        let repository: Arc<dyn SnapshotRepository> = store.clone();
+        let interval_ms = settings.sampling.interval_ms as i64;
+        let (buffer, writer, history) = if settings.history.enabled {
+            let buffer = Arc::new(SampleBuffer::new(settings.history.buffer_capacity));
+            let writer = HistoryWriter::new(
+                Arc::clone(&repository),
+                Arc::clone(&clock),
+                Arc::clone(&buffer),
+                WriterSettings {
+                    flush_interval_ms: settings.history.flush_interval_secs as i64 * UnixMillis::SECOND,
+                    prune_interval_ms: settings.history.prune_interval_secs as i64 * UnixMillis::SECOND,
+                    retention: settings.retention_policy(),
+                },
+            );
+            let history = HistoryService::new(
+                Arc::clone(&repository),
+                Arc::clone(&clock),
+                settings.retention_policy(),
+                interval_ms,
+            );
+            (Some(buffer), Some(writer), Some(Arc::new(history)))
+        } else {
+            (None, None, None)
+        };
+        let sampler = Sampler::new(source, hub.clone(), Arc::clone(&clock), buffer, interval_ms);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let state = AppState {
+            hub,
+            history,
+            host_info,
+            database: Arc::new(StoreProbe(store.clone())),
+            sampler: sampler.health(),
+            writer: writer.as_ref().map(HistoryWriter::stats),
+            settings: Arc::clone(&settings),
+            clock,
+            shutdown: shutdown_rx,
+        };
+        let router = crate::api::router(state.clone(), authenticator);
+        let addr = SocketAddr::new(settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let local_addr = listener.local_addr().context("listener has no local address")?;
+        Ok(Self { listener, local_addr, router, state, store, sampler, writer, shutdown_tx })
+    }
+
+    /// The port actually bound (useful with `server.port = 0`).
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then: stop accepting, close
+    /// WebSocket sessions, drain requests (up to `server.shutdown_grace_secs`),
+    /// stop the sampler, flush every buffered sample, close the database.
+    pub async fn run_until_stopped<F>(self, shutdown: F) -> anyhow::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Self { listener, local_addr, router, state, store, sampler, writer, shutdown_tx } = self;
+        let settings = Arc::clone(&state.settings);
+        tracing::info!(%local_addr, database = %settings.database.path.display(), "homeserver listening");
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+
+        // Start the sampler before serving: the first snapshot comes within one interval.
+        let sampler_task = tokio::spawn({
+            let stop = stopped(stop_rx.clone());
+            async move { sampler.run(stop).await }
+        });
+        let (writer_stop_tx, writer_stop_rx) = watch::channel(false);
+        let writer_task = writer.map(|w| {
+            let stop = stopped(writer_stop_rx);
+            tokio::spawn(async move { w.run(stop).await })
+        });
+        let tickers = tokio::spawn(state.hub.clone().run_seed_tickers(
+            Duration::from_millis(settings.publishing.cpu_stats_frequency_ms),
+            Duration::from_millis(settings.publishing.ram_stats_frequency_ms),
+            state.shutdown.clone(),
+        ));
+
+        let server_shutdown = {
+            let shutdown_tx = shutdown_tx.clone();
+            let stop_tx = stop_tx.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutdown requested: draining requests");
+                let _ = shutdown_tx.send(true);
+                let _ = stop_tx.send(true);
+            }
+        };
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(server_shutdown);
+        let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+        // The server (and every request it still holds) is dropped at the end
+        // of this statement, so nothing outlives the drain.
+        let served = tokio::select! {
+            r = server.into_future() => r.context("HTTP server failed"),
+            _ = async {
+                let _ = stop_rx.clone().wait_for(|v| *v).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the grace period; closing them");
+                Ok(())
+            }
+        };
+        // Whatever ended serving, stop everything in order.
+        let _ = shutdown_tx.send(true);
+        let _ = stop_tx.send(true);
+        if let Err(e) = sampler_task.await {
+            tracing::error!(error = %e, "sampler task failed");
+        }
+        let _ = writer_stop_tx.send(true);
+        if let Some(task) = writer_task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "history writer task failed");
+        }
+        tickers.abort();
+        let _ = tickers.await;
+        drop(state);
+        match Arc::try_unwrap(store) {
+            Ok(store) => {
+                if let Err(e) = store.close().await {
+                    tracing::error!(error = %e, "closing the database failed");
+                }
+            }
+            Err(_) => tracing::warn!("the database is still in use at shutdown; it closes with the process"),
+        }
+        tracing::info!("homeserver stopped");
+        served
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
