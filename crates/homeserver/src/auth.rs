@@ -113,7 +113,17 @@ where
     S: Clone + Send + Sync + 'static,
 {
     for item in paths.paths.values_mut() {
-        for op in item.operations.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for op in operations.into_iter().flatten() {
             let ext = ExtensionsBuilder::new().add("x-required-scope", scope.as_str()).build();
             match &mut op.extensions {
                 Some(existing) => existing.merge(ext),

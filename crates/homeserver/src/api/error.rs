@@ -231,6 +231,16 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
+    // Handlers that answer an error status with their own JSON document
+    // (readiness) keep it; only bare or plain-text errors are rewritten.
+    let own_document = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if own_document && response.extensions().get::<Problem>().is_none() {
+        return response;
+    }
     let (mut parts, body) = response.into_parts();
     let mut problem = match parts.extensions.remove::<Problem>() {
         Some(p) => p,

@@ -68,6 +68,8 @@ pub fn openapi() -> OpenApiDoc {
 /// problem rendering → metrics → timeout → body limit → authentication →
 /// per-route scope check → handler.
 pub fn router(state: AppState, authenticator: Arc<dyn Authenticator>) -> Router {
+    // Install the metrics recorder before the first request is counted.
+    let _ = crate::telemetry::prometheus();
     let (routes, doc) = openapi_router().split_for_parts();
     let settings = Arc::clone(&state.settings);
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
