@@ -13,12 +13,9 @@ fn main() {
             .map(|s| s.trim().to_owned())
     });
     println!("cargo:rustc-env=HOMESERVER_GIT_SHA={}", sha.unwrap_or_else(|| "unknown".to_owned()));
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-        });
+    let secs = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    });
     println!("cargo:rustc-env=HOMESERVER_BUILD_TIME={}", rfc3339(secs));
     println!("cargo:rerun-if-env-changed=HOMESERVER_GIT_SHA");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");

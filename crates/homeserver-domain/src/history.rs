@@ -56,11 +56,8 @@ pub struct RetentionPolicy {
 
 impl RetentionPolicy {
     /// 168 h raw, 90 days of minutes, two years of hours.
-    pub const DEFAULT: Self = Self {
-        raw_ms: 168 * UnixMillis::HOUR,
-        minute_ms: 90 * UnixMillis::DAY,
-        hour_ms: 730 * UnixMillis::DAY,
-    };
+    pub const DEFAULT: Self =
+        Self { raw_ms: 168 * UnixMillis::HOUR, minute_ms: 90 * UnixMillis::DAY, hour_ms: 730 * UnixMillis::DAY };
 
     /// How long `tier` keeps rows.
     pub const fn keep_ms(&self, tier: Tier) -> i64 {
@@ -140,11 +137,7 @@ impl HistoryQuery {
         if points == 0 || points > max_points {
             errors.push(FieldError::new("points", format!("must be between 1 and {max_points}")));
         }
-        if errors.is_empty() {
-            Ok(Self { metrics, from, to, points })
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(Self { metrics, from, to, points }) } else { Err(errors) }
     }
 
     /// The metrics asked for, sorted, without duplicates.
@@ -190,7 +183,12 @@ impl BucketPlan {
     /// such tier covers the range the finest covering tier is read instead
     /// (old data only survives in coarse tiers), and the step grows to its
     /// resolution.
-    pub fn choose(query: &HistoryQuery, now: UnixMillis, retention: &RetentionPolicy, sampling_interval_ms: i64) -> Self {
+    pub fn choose(
+        query: &HistoryQuery,
+        now: UnixMillis,
+        retention: &RetentionPolicy,
+        sampling_interval_ms: i64,
+    ) -> Self {
         let span = query.to.as_millis() - query.from.as_millis();
         let wanted = ceil_div(span, i64::from(query.points)).max(1);
         let covers = |t: Tier| query.from >= retention.cutoff(t, now);
@@ -324,6 +322,11 @@ impl PruneReport {
     }
 }
 
+/// `a / b` rounded up, for `a >= 0` and `b > 0`.
+const fn ceil_div(a: i64, b: i64) -> i64 {
+    (a + b - 1) / b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,11 +377,21 @@ mod tests {
     #[test]
     fn old_ranges_fall_back_to_the_finest_tier_that_still_holds_them() {
         // Ten minutes, eight days ago, at full resolution: raw is pruned by then.
-        let plan = BucketPlan::choose(&query(10 * UnixMillis::MINUTE, 8 * UnixMillis::DAY, 600), NOW, &RetentionPolicy::DEFAULT, 1_000);
+        let plan = BucketPlan::choose(
+            &query(10 * UnixMillis::MINUTE, 8 * UnixMillis::DAY, 600),
+            NOW,
+            &RetentionPolicy::DEFAULT,
+            1_000,
+        );
         assert_eq!(plan.tier, Tier::Minute);
         assert_eq!(plan.step_ms, UnixMillis::MINUTE);
         // Beyond the minute tier's 90 days only hours remain.
-        let plan = BucketPlan::choose(&query(UnixMillis::HOUR, 100 * UnixMillis::DAY, 60), NOW, &RetentionPolicy::DEFAULT, 1_000);
+        let plan = BucketPlan::choose(
+            &query(UnixMillis::HOUR, 100 * UnixMillis::DAY, 60),
+            NOW,
+            &RetentionPolicy::DEFAULT,
+            1_000,
+        );
         assert_eq!(plan.tier, Tier::Hour);
     }
 
@@ -440,14 +453,12 @@ mod tests {
 
     #[test]
     fn with_step_counts_points_and_refuses_too_fine_steps() {
-        let q = HistoryQuery::with_step(vec![Metric::CpuLoad1], UnixMillis(0), UnixMillis(60_000), 1_000, 10_000).unwrap();
+        let q =
+            HistoryQuery::with_step(vec![Metric::CpuLoad1], UnixMillis(0), UnixMillis(60_000), 1_000, 10_000).unwrap();
         assert_eq!(q.points(), 60);
-        let e = HistoryQuery::with_step(vec![Metric::CpuLoad1], UnixMillis(0), UnixMillis(UnixMillis::DAY), 1_000, 10_000).unwrap_err();
+        let e =
+            HistoryQuery::with_step(vec![Metric::CpuLoad1], UnixMillis(0), UnixMillis(UnixMillis::DAY), 1_000, 10_000)
+                .unwrap_err();
         assert_eq!(e[0].field, "resolution");
     }
-}
-
-/// `a / b` rounded up, for `a >= 0` and `b > 0`.
-const fn ceil_div(a: i64, b: i64) -> i64 {
-    (a + b - 1) / b
 }

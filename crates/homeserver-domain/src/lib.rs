@@ -97,10 +97,12 @@ pub use history::{
     Series, Tier,
 };
 pub use metric::{HistorySample, METRIC_COUNT, Metric, Unit, UnknownMetric};
-pub use monitoring::{HistoryService, HistoryWriter, SampleBuffer, Sampler, SamplerHealth, WriterSettings, WriterStats};
+pub use monitoring::{
+    HistoryService, HistoryWriter, SampleBuffer, Sampler, SamplerHealth, WriterSettings, WriterStats,
+};
+pub use ports::{Clock, SnapshotPublisher, SnapshotRepository, SnapshotSource};
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{MockClock, MockSnapshotPublisher, MockSnapshotRepository, MockSnapshotSource};
-pub use ports::{Clock, SnapshotPublisher, SnapshotRepository, SnapshotSource};
 pub use snapshot::{
     BlockDeviceStats, ContainerStats, CpuStats, DiskStats, HostInfo, LoadAverage, MemoryStats, NetworkStats, Snapshot,
     SystemStats,

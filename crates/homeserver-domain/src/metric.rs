@@ -136,11 +136,7 @@ impl FromStr for Metric {
     type Err = UnknownMetric;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Metric::ALL
-            .iter()
-            .copied()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| UnknownMetric(s.to_owned()))
+        Metric::ALL.iter().copied().find(|m| m.name() == s).ok_or_else(|| UnknownMetric(s.to_owned()))
     }
 }
 
@@ -206,16 +202,38 @@ mod tests {
 
     #[test]
     fn network_rates_skip_loopback_and_disks_sum_devices() {
-        let mut s = Snapshot::default();
-        s.networks = vec![
-            NetworkStats { interface: "lo".into(), rx_bytes_per_sec: 1000.0, is_loopback: true, ..Default::default() },
-            NetworkStats { interface: "eth0".into(), rx_bytes_per_sec: 10.0, tx_bytes_per_sec: 4.0, ..Default::default() },
-            NetworkStats { interface: "eth1".into(), rx_bytes_per_sec: 5.0, ..Default::default() },
-        ];
-        s.block_devices = vec![
-            BlockDeviceStats { name: "vda".into(), read_bytes_per_sec: 7.0, write_bytes_per_sec: 1.0, ..Default::default() },
-            BlockDeviceStats { name: "vdb".into(), read_bytes_per_sec: 3.0, write_bytes_per_sec: 2.0, ..Default::default() },
-        ];
+        let s = Snapshot {
+            networks: vec![
+                NetworkStats {
+                    interface: "lo".into(),
+                    rx_bytes_per_sec: 1000.0,
+                    is_loopback: true,
+                    ..Default::default()
+                },
+                NetworkStats {
+                    interface: "eth0".into(),
+                    rx_bytes_per_sec: 10.0,
+                    tx_bytes_per_sec: 4.0,
+                    ..Default::default()
+                },
+                NetworkStats { interface: "eth1".into(), rx_bytes_per_sec: 5.0, ..Default::default() },
+            ],
+            block_devices: vec![
+                BlockDeviceStats {
+                    name: "vda".into(),
+                    read_bytes_per_sec: 7.0,
+                    write_bytes_per_sec: 1.0,
+                    ..Default::default()
+                },
+                BlockDeviceStats {
+                    name: "vdb".into(),
+                    read_bytes_per_sec: 3.0,
+                    write_bytes_per_sec: 2.0,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
         let h = HistorySample::from_snapshot(&s);
         assert_eq!(h.get(Metric::NetworkRxBytesPerSec), 15.0);
         assert_eq!(h.get(Metric::NetworkTxBytesPerSec), 4.0);

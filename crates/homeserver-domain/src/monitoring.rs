@@ -332,7 +332,9 @@ impl HistoryWriter {
         }
         if prune_due {
             match self.prune().await {
-                Ok(r) if r.total() > 0 => tracing::info!(raw = r.raw, minutes = r.minutes, hours = r.hours, "history pruned"),
+                Ok(r) if r.total() > 0 => {
+                    tracing::info!(raw = r.raw, minutes = r.minutes, hours = r.hours, "history pruned")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "history prune failed"),
             }
@@ -623,9 +625,7 @@ mod tests {
         });
         repo.expect_roll_up().returning(|_| Ok(RollupReport::default()));
         repo.expect_latest_sample_time().returning(|| Ok(None));
-        repo.expect_prune()
-            .times(1)
-            .returning(|_, _| Ok(PruneReport { raw: 5, minutes: 0, hours: 0 }));
+        repo.expect_prune().times(1).returning(|_, _| Ok(PruneReport { raw: 5, minutes: 0, hours: 0 }));
         let writer = HistoryWriter::new(Arc::new(repo), clock.clone(), buffer.clone(), settings());
         // Samples arrive while the writer sleeps; shutdown comes before the next flush is due.
         buffer.push(sample(1_000_500));
@@ -644,7 +644,13 @@ mod tests {
             .times(1)
             .returning(|_, _| Ok(vec![]));
         let svc = HistoryService::new(Arc::new(repo), FakeClock::at(now), RetentionPolicy::DEFAULT, 1_000);
-        let q = HistoryQuery::new(vec![Metric::CpuUsagePercent], UnixMillis(now - 7 * UnixMillis::DAY), UnixMillis(now), 300).unwrap();
+        let q = HistoryQuery::new(
+            vec![Metric::CpuUsagePercent],
+            UnixMillis(now - 7 * UnixMillis::DAY),
+            UnixMillis(now),
+            300,
+        )
+        .unwrap();
         let r = svc.query(&q).await.unwrap();
         assert_eq!(r.plan.tier, Tier::Minute);
     }

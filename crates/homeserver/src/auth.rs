@@ -100,9 +100,7 @@ async fn require(scope: Scope, request: Request, next: Next) -> Response {
         }
         Some(Err(AuthFailure::Unauthenticated(why))) => ApiError::new(ErrorCode::Unauthorized, why).into_response(),
         // No authentication middleware ran, or no credentials: refuse.
-        Some(Ok(None)) | None => {
-            ApiError::new(ErrorCode::Unauthorized, "a bearer token is required").into_response()
-        }
+        Some(Ok(None)) | None => ApiError::new(ErrorCode::Unauthorized, "a bearer token is required").into_response(),
     }
 }
 
@@ -131,7 +129,8 @@ where
             }
         }
     }
-    let router = router.route_layer(axum::middleware::from_fn(move |req: Request, next: Next| require(scope, req, next)));
+    let router =
+        router.route_layer(axum::middleware::from_fn(move |req: Request, next: Next| require(scope, req, next)));
     (schemas, paths, router)
 }
 

@@ -173,7 +173,10 @@ impl Settings {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(path) = &file {
             if !path.is_file() {
-                return Err(ConfigError::Load(format!("config file {} does not exist or is not a file", path.display())));
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist or is not a file",
+                    path.display()
+                )));
             }
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -222,8 +225,7 @@ impl Settings {
         if self.database.path.as_os_str().is_empty() {
             errors.push("`database.path` must not be empty".to_owned());
         }
-        if self.logging.level.trim().is_empty()
-            || tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err()
+        if self.logging.level.trim().is_empty() || tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err()
         {
             errors.push(format!("`logging.level` = {:?} is not a valid log filter", self.logging.level));
         }
@@ -290,6 +292,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err, reason = "figment::Jail fixes the closure's error type")]
     fn environment_overrides_use_double_underscores() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("HOMESERVER__SERVER__PORT", "9091");
@@ -305,6 +308,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err, reason = "figment::Jail fixes the closure's error type")]
     fn file_layer_sits_between_defaults_and_environment() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("hs.toml", "[server]\nport = 7000\nhost = \"0.0.0.0\"")?;

@@ -32,8 +32,14 @@ pub mod state;
 pub mod telemetry;
 
 /// `homeserver --version` text: version, commit and build time.
-pub const VERSION_LINE: &str =
-    concat!(env!("CARGO_PKG_VERSION"), " (", env!("HOMESERVER_GIT_SHA"), ", built ", env!("HOMESERVER_BUILD_TIME"), ")");
+pub const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("HOMESERVER_GIT_SHA"),
+    ", built ",
+    env!("HOMESERVER_BUILD_TIME"),
+    ")"
+);
 
 /// Facts about this build.
 pub fn build_info() -> api::ops::VersionDto {

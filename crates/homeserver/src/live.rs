@@ -109,7 +109,12 @@ impl LiveHub {
     /// Republishes the seed `/ws/cpu` and `/ws/ram` frames at their own
     /// periods, serialising each once per period and only while someone
     /// listens. Ends when `shutdown` changes.
-    pub async fn run_seed_tickers(self: Arc<Self>, cpu_every: Duration, ram_every: Duration, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run_seed_tickers(
+        self: Arc<Self>,
+        cpu_every: Duration,
+        ram_every: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut cpu_tick = tokio::time::interval(cpu_every);
         let mut ram_tick = tokio::time::interval(ram_every);
         cpu_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -43,14 +43,18 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        Self { hub: Arc::new(LiveHub::new(4)), repo: Some(MockSnapshotRepository::new()), db: Ok(()), sampler: Arc::default() }
+        Self {
+            hub: Arc::new(LiveHub::new(4)),
+            repo: Some(MockSnapshotRepository::new()),
+            db: Ok(()),
+            sampler: Arc::default(),
+        }
     }
 
     fn router(self) -> axum::Router {
         let settings = Settings::defaults().unwrap();
-        let history = self.repo.map(|r| {
-            Arc::new(HistoryService::new(Arc::new(r), clock(), RetentionPolicy::DEFAULT, 1_000))
-        });
+        let history =
+            self.repo.map(|r| Arc::new(HistoryService::new(Arc::new(r), clock(), RetentionPolicy::DEFAULT, 1_000)));
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
         let state = AppState {
             hub: self.hub,
@@ -159,7 +163,8 @@ async fn history_answers_with_the_planned_step_and_series() {
     h.repo = Some(repo);
     let from = NOW - 3_600_000;
     let (status, _, body) =
-        call(h.router(), &format!("/api/v1/system/history?metrics=cpu.usage_percent&from={from}&to={NOW}&points=300")).await;
+        call(h.router(), &format!("/api/v1/system/history?metrics=cpu.usage_percent&from={from}&to={NOW}&points=300"))
+            .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["step_ms"], 12_000);
     assert_eq!(body["series"][0]["metric"], "cpu.usage_percent");

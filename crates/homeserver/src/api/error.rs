@@ -221,11 +221,8 @@ impl IntoResponse for ApiError {
 
 /// Middleware: every error response leaves as problem+json with the request id.
 pub async fn render_problems(request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get(crate::api::REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let request_id =
+        request.headers().get(crate::api::REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {

@@ -47,7 +47,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::new(ErrorCode::BadRequest, e.body_text())),
             Err(JsonRejection::JsonDataError(e)) => {
                 let text = e.body_text();
-                let detail = text.strip_prefix("Failed to deserialize the JSON body into the target type: ").unwrap_or(&text);
+                let detail =
+                    text.strip_prefix("Failed to deserialize the JSON body into the target type: ").unwrap_or(&text);
                 let (field, message) = detail.split_once(": ").unwrap_or(("body", detail));
                 Err(ApiError::validation(vec![homeserver_domain::FieldError::new(field, message)]))
             }

@@ -50,10 +50,7 @@ struct ApiDoc;
 
 fn openapi_router() -> OpenApiRouter<AppState> {
     let v1 = OpenApiRouter::new().merge(system::routes()).merge(ws::routes());
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1", v1)
-        .merge(ops::routes())
-        .merge(seed::routes())
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1).merge(ops::routes()).merge(seed::routes())
 }
 
 /// The OpenAPI document of every route.
@@ -77,21 +74,20 @@ pub fn router(state: AppState, authenticator: Arc<dyn Authenticator>) -> Router 
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc));
-    app.layer(axum::middleware::from_fn_with_state(authenticator, auth::authenticate))
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                    let id = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                    tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
-                }))
-                .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(axum::middleware::from_fn(error::render_problems))
-                .layer(axum::middleware::from_fn(crate::telemetry::track_http))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    Duration::from_secs(settings.server.request_timeout_secs),
-                ))
-                .layer(RequestBodyLimitLayer::new(settings.server.max_body_bytes)),
-        )
+    app.layer(axum::middleware::from_fn_with_state(authenticator, auth::authenticate)).layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let id = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
+            }))
+            .layer(PropagateRequestIdLayer::new(request_id))
+            .layer(axum::middleware::from_fn(error::render_problems))
+            .layer(axum::middleware::from_fn(crate::telemetry::track_http))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(settings.server.request_timeout_secs),
+            ))
+            .layer(RequestBodyLimitLayer::new(settings.server.max_body_bytes)),
+    )
 }

@@ -82,14 +82,16 @@ async fn ready(State(state): State<AppState>) -> Response {
         Some(t) => now.as_millis() - t.as_millis() <= 3 * interval + 1_000,
         None => state.hub.latest().is_none() && state.sampler.failures() == 0,
     };
-    let sampler_detail = (!sampler_ok).then(|| {
-        format!("no good sample recently ({} consecutive failures)", state.sampler.consecutive_failures())
-    });
+    let sampler_detail = (!sampler_ok)
+        .then(|| format!("no good sample recently ({} consecutive failures)", state.sampler.consecutive_failures()));
     checks.insert("sampler".to_owned(), check(sampler_ok, sampler_detail));
     for runtime in ["docker", "lxc"] {
         checks.insert(
             runtime.to_owned(),
-            CheckDto { status: "disabled".to_owned(), detail: Some("container runtimes are not wired in this build".to_owned()) },
+            CheckDto {
+                status: "disabled".to_owned(),
+                detail: Some("container runtimes are not wired in this build".to_owned()),
+            },
         );
     }
     let degraded = checks.values().any(|c| c.status == "degraded" || c.status == "unavailable");
@@ -146,6 +148,9 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// A metric family: name, help and how to read the value from an item.
+type Family<T, V> = (&'static str, &'static str, fn(&T) -> V);
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -172,20 +177,28 @@ fn render_host(state: &AppState, out: &mut String) {
     gauge(out, "homeserver_swap_used_bytes", "SwapTotal - SwapFree.", s.memory.swap_used_bytes as f64);
     gauge(out, "homeserver_uptime_seconds", "Seconds since boot.", s.system.uptime_secs as f64);
     gauge(out, "homeserver_processes", "Processes alive.", s.system.process_count as f64);
-    let disk_gauges: [(&str, &str, fn(&homeserver_domain::DiskStats) -> f64); 5] = [
+    let disk_gauges: [Family<homeserver_domain::DiskStats, f64>; 5] = [
         ("homeserver_filesystem_size_bytes", "File system size.", |d| d.total_bytes as f64),
         ("homeserver_filesystem_used_bytes", "File system space used.", |d| d.used_bytes as f64),
         ("homeserver_filesystem_available_bytes", "File system space available.", |d| d.available_bytes as f64),
         ("homeserver_filesystem_read_bytes_per_second", "Read rate of the backing device.", |d| d.read_bytes_per_sec),
-        ("homeserver_filesystem_write_bytes_per_second", "Write rate of the backing device.", |d| d.write_bytes_per_sec),
+        ("homeserver_filesystem_write_bytes_per_second", "Write rate of the backing device.", |d| {
+            d.write_bytes_per_sec
+        }),
     ];
     for (name, help, f) in disk_gauges {
         family(out, name, "gauge", help);
         for d in &s.disks {
-            let _ = writeln!(out, "{name}{{device=\"{}\",mountpoint=\"{}\"}} {}", label(&d.name), label(&d.mount_point), f(d));
+            let _ = writeln!(
+                out,
+                "{name}{{device=\"{}\",mountpoint=\"{}\"}} {}",
+                label(&d.name),
+                label(&d.mount_point),
+                f(d)
+            );
         }
     }
-    let net_counters: [(&str, &str, fn(&homeserver_domain::NetworkStats) -> u64); 6] = [
+    let net_counters: [Family<homeserver_domain::NetworkStats, u64>; 6] = [
         ("homeserver_network_receive_bytes_total", "Bytes received.", |n| n.rx_bytes_total),
         ("homeserver_network_transmit_bytes_total", "Bytes sent.", |n| n.tx_bytes_total),
         ("homeserver_network_receive_packets_total", "Packets received.", |n| n.rx_packets_total),
@@ -199,7 +212,7 @@ fn render_host(state: &AppState, out: &mut String) {
             let _ = writeln!(out, "{name}{{interface=\"{}\"}} {}", label(&n.interface), f(n));
         }
     }
-    let container_gauges: [(&str, &str, fn(&homeserver_domain::ContainerStats) -> f64); 4] = [
+    let container_gauges: [Family<homeserver_domain::ContainerStats, f64>; 4] = [
         ("homeserver_container_cpu_percent", "Container CPU use; 100 is one core.", |c| c.cpu_percent),
         ("homeserver_container_memory_bytes", "Container memory in use.", |c| c.memory_bytes as f64),
         ("homeserver_container_network_receive_bytes", "Container bytes received.", |c| c.network_rx_bytes as f64),
@@ -234,7 +247,12 @@ fn render_service(state: &AppState, out: &mut String) {
         let _ = writeln!(out, "homeserver_snapshots_saved_total {}", w.saved());
         family(out, "homeserver_snapshots_pruned_total", "counter", "History rows pruned, all tiers.");
         let _ = writeln!(out, "homeserver_snapshots_pruned_total {}", w.pruned());
-        family(out, "homeserver_history_flush_failures_total", "counter", "History flushes that failed and were retried.");
+        family(
+            out,
+            "homeserver_history_flush_failures_total",
+            "counter",
+            "History flushes that failed and were retried.",
+        );
         let _ = writeln!(out, "homeserver_history_flush_failures_total {}", w.flush_failures());
     }
 }

@@ -555,10 +555,9 @@ async fn api_history(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<SeedHistoryParams>,
 ) -> Result<Json<Vec<SeedSnapshot>>, ApiError> {
-    let history = state
-        .history
-        .as_ref()
-        .ok_or_else(|| ApiError::new(ErrorCode::ServiceUnavailable, "history is disabled (`history.enabled = false`)"))?;
+    let history = state.history.as_ref().ok_or_else(|| {
+        ApiError::new(ErrorCode::ServiceUnavailable, "history is disabled (`history.enabled = false`)")
+    })?;
     let (from, to) = parse_range(params.from.as_deref(), params.to.as_deref(), state.clock.now())?;
     let step = parse_resolution(params.resolution.as_deref().unwrap_or("1m"))?;
     let query =
@@ -573,7 +572,8 @@ fn rebuild(result: &homeserver_domain::HistoryResult, host: &HostInfo) -> Vec<Se
     let mut by_time: BTreeMap<i64, [f64; homeserver_domain::METRIC_COUNT]> = BTreeMap::new();
     for series in &result.series {
         for p in &series.points {
-            by_time.entry(p.t.as_millis()).or_insert([0.0; homeserver_domain::METRIC_COUNT])[series.metric.index()] = p.avg;
+            by_time.entry(p.t.as_millis()).or_insert([0.0; homeserver_domain::METRIC_COUNT])[series.metric.index()] =
+                p.avg;
         }
     }
     by_time
@@ -634,7 +634,10 @@ mod tests {
             keys(&v["cpu"]),
             ["coreUsages", "logicalCores", "model", "physicalCores", "temperature", "usagePercent"]
         );
-        assert_eq!(keys(&v["ram"]), ["available", "swapFree", "swapTotal", "swapUsed", "total", "usagePercent", "used"]);
+        assert_eq!(
+            keys(&v["ram"]),
+            ["available", "swapFree", "swapTotal", "swapUsed", "total", "usagePercent", "used"]
+        );
         assert_eq!(v["ram"]["swapFree"], 6);
         assert_eq!(
             keys(&v["system"]),

@@ -33,10 +33,9 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         (status = 503, description = "No snapshot taken yet (just started)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_system(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let published = state
-        .hub
-        .latest()
-        .ok_or_else(|| ApiError::new(ErrorCode::ServiceUnavailable, "no snapshot has been taken yet; retry in a second"))?;
+    let published = state.hub.latest().ok_or_else(|| {
+        ApiError::new(ErrorCode::ServiceUnavailable, "no snapshot has been taken yet; retry in a second")
+    })?;
     let mut response = published.json.clone().into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(response)
@@ -103,10 +102,9 @@ async fn get_history(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<axum::Json<HistoryDto>, ApiError> {
-    let history = state
-        .history
-        .as_ref()
-        .ok_or_else(|| ApiError::new(ErrorCode::ServiceUnavailable, "history is disabled (`history.enabled = false`)"))?;
+    let history = state.history.as_ref().ok_or_else(|| {
+        ApiError::new(ErrorCode::ServiceUnavailable, "history is disabled (`history.enabled = false`)")
+    })?;
     let (from, to) = parse_range(params.from.as_deref(), params.to.as_deref(), state.clock.now())?;
     let points = match params.points.as_deref() {
         None => 300,

@@ -94,7 +94,9 @@ fn error_frame(code: &str, message: impl Into<String>) -> Message {
     control("error", serde_json::json!({"code": code, "message": message.into()}))
 }
 
-async fn next_snapshot(rx: &mut Option<broadcast::Receiver<Arc<Published>>>) -> Result<Arc<Published>, broadcast::error::RecvError> {
+async fn next_snapshot(
+    rx: &mut Option<broadcast::Receiver<Arc<Published>>>,
+) -> Result<Arc<Published>, broadcast::error::RecvError> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -180,7 +182,10 @@ fn handle_op(text: &str, hub: &LiveHub, snapshots: &mut Option<broadcast::Receiv
         ClientOp::Unsubscribe { topics } => (false, topics),
     };
     if let Some(unknown) = topics.iter().find(|t| !TOPICS.contains(&t.as_str())) {
-        return vec![error_frame("VALIDATION_FAILED", format!("unknown topic `{unknown}`; known: {}", TOPICS.join(", ")))];
+        return vec![error_frame(
+            "VALIDATION_FAILED",
+            format!("unknown topic `{unknown}`; known: {}", TOPICS.join(", ")),
+        )];
     }
     let mut out = Vec::new();
     let wants_snapshots = topics.iter().any(|t| t == "snapshots");

@@ -39,7 +39,8 @@ async fn docs_page_loads_without_any_network() {
     let html = r.text().await.unwrap();
     assert!(!html.contains("https://"), "no CDN: {html}");
     // Every script and stylesheet the page names is served by us.
-    for asset in ["swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-initializer.js"] {
+    for asset in ["swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-initializer.js"]
+    {
         assert!(html.contains(asset), "page names {asset}");
         let r = app.get(&format!("/docs/{asset}")).await;
         assert_eq!(r.status(), 200, "{asset}");
@@ -76,12 +77,8 @@ async fn metrics_are_prometheus_text_matching_the_kernel() {
         let name = series.split('{').next().unwrap();
         assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'), "{line}");
     }
-    let total: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("homeserver_memory_total_bytes "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let total: u64 =
+        text.lines().find_map(|l| l.strip_prefix("homeserver_memory_total_bytes ")).unwrap().parse().unwrap();
     assert_eq!(total, crate::meminfo("MemTotal"));
     assert!(text.contains("http_requests_total{method=\"GET\",route=\"/api/v1/system\",status=\"200\"}"), "{text}");
     assert!(text.contains("http_request_duration_seconds_bucket"));

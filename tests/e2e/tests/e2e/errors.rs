@@ -39,9 +39,21 @@ async fn unknown_routes_and_methods_are_problems_and_request_ids_echo() {
     let r = app.client.delete(format!("{}/api/v1/system", app.address)).send().await.unwrap();
     let b = problem(r, 405).await;
     assert_eq!(b["code"], "METHOD_NOT_ALLOWED");
-    let r = app.client.get(format!("{}/health/live", app.address)).header("x-request-id", "trace-me-42").send().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{}/health/live", app.address))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-request-id"], "trace-me-42");
-    let r = app.client.get(format!("{}/api/v1/nope", app.address)).header("x-request-id", "trace-me-43").send().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{}/api/v1/nope", app.address))
+        .header("x-request-id", "trace-me-43")
+        .send()
+        .await
+        .unwrap();
     let b = problem(r, 404).await;
     assert_eq!(b["request_id"], "trace-me-43");
     // Without one, a fresh id is made.

@@ -12,7 +12,9 @@ async fn samples_reach_history_and_survive_a_restart() {
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let window = format!("from={}&to={}", now - 30_000, now + 1_000);
-    let h = app.get_json(&format!("/api/v1/system/history?metrics=cpu.usage_percent,memory.used_bytes&points=2000&{window}")).await;
+    let h = app
+        .get_json(&format!("/api/v1/system/history?metrics=cpu.usage_percent,memory.used_bytes&points=2000&{window}"))
+        .await;
     assert_eq!(h["step_ms"], 200, "raw tier at the sampling interval");
     assert!(h["step_ms"].as_i64().unwrap() >= 200);
     let series = h["series"].as_array().unwrap();

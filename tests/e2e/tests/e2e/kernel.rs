@@ -21,7 +21,8 @@ async fn snapshot_matches_proc_and_statvfs() {
     let usage = s["cpu"]["usage_percent"].as_f64().unwrap();
     assert!((0.0..=100.0).contains(&usage));
 
-    let uptime: f64 = std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let uptime: f64 =
+        std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
     let reported = s["system"]["uptime_secs"].as_f64().unwrap();
     assert!((uptime - reported).abs() < 3.0, "uptime {reported} vs {uptime}");
 

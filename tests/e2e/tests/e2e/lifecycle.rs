@@ -63,8 +63,12 @@ async fn sigterm_flushes_every_sample_and_a_restart_keeps_them() {
     let mut child = spawn_binary(&["serve"], &env_for(dir.path(), port));
     wait_ready(&client, &base, &mut child).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let last: serde_json::Value = client.get(format!("{base}/api/v1/system")).send().await.unwrap().json().await.unwrap();
-    let samples_seen = metric(&client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap(), "homeserver_samples_total");
+    let last: serde_json::Value =
+        client.get(format!("{base}/api/v1/system")).send().await.unwrap().json().await.unwrap();
+    let samples_seen = metric(
+        &client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap(),
+        "homeserver_samples_total",
+    );
     assert!(samples_seen >= 5);
     let status = sigterm_and_wait(&mut child);
     assert!(status.success(), "exit status {status}");
@@ -92,7 +96,12 @@ async fn sigterm_flushes_every_sample_and_a_restart_keeps_them() {
     let from = started / 200 * 200;
     let h: serde_json::Value = client
         .get(format!("{base}/api/v1/system/history"))
-        .query(&[("metrics", "cpu.usage_percent"), ("from", &from.to_string()), ("to", &(parse_ms(t) + 1).to_string()), ("points", "2000")])
+        .query(&[
+            ("metrics", "cpu.usage_percent"),
+            ("from", &from.to_string()),
+            ("to", &(parse_ms(t) + 1).to_string()),
+            ("points", "2000"),
+        ])
         .send()
         .await
         .unwrap()

@@ -12,7 +12,8 @@ async fn text_frames(url: String, n: usize) -> Vec<serde_json::Value> {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let mut out = Vec::new();
     while out.len() < n {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("frame in 5 s").unwrap().unwrap();
+        let msg =
+            tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("frame in 5 s").unwrap().unwrap();
         if let Message::Text(t) = msg {
             out.push(serde_json::from_str(t.as_str()).unwrap());
         }
@@ -46,14 +47,31 @@ async fn cpu_ram_and_system_streams_use_the_seed_names() {
     assert_eq!(keys(snap), ["containers", "cpu", "network", "ram", "storage", "system", "timestamp"]);
     assert!(snap["timestamp"].as_i64().unwrap() > 1_600_000_000_000);
     let iface = &snap["network"]["interfaces"][0];
-    for k in ["name", "displayName", "macAddress", "ipv4", "ipv6", "bytesSent", "bytesRecv", "packetsSent", "packetsRecv", "speed", "receivedBytesPerSec", "transmittedBytesPerSec", "isUp"] {
+    for k in [
+        "name",
+        "displayName",
+        "macAddress",
+        "ipv4",
+        "ipv6",
+        "bytesSent",
+        "bytesRecv",
+        "packetsSent",
+        "packetsRecv",
+        "speed",
+        "receivedBytesPerSec",
+        "transmittedBytesPerSec",
+        "isUp",
+    ] {
         assert!(iface.get(k).is_some(), "interface lacks {k}: {iface}");
     }
     let part = &snap["storage"]["partitions"][0];
     for k in ["mount", "name", "type", "totalSpace", "usedSpace", "availableSpace", "usagePercent"] {
         assert!(part.get(k).is_some(), "partition lacks {k}");
     }
-    assert_eq!(keys(&snap["system"]), ["loadAvg1", "loadAvg15", "loadAvg5", "processCount", "threadCount", "uptimeSecs"]);
+    assert_eq!(
+        keys(&snap["system"]),
+        ["loadAvg1", "loadAvg15", "loadAvg5", "processCount", "threadCount", "uptimeSecs"]
+    );
     app.stop().await;
 }
 
