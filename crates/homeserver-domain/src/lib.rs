@@ -11,6 +11,9 @@
 //! - [`ports`]: [`SnapshotSource`], [`SnapshotRepository`], [`Clock`],
 //!   [`SnapshotPublisher`], each an `#[async_trait]` trait object.
 //! - [`monitoring`]: sample → publish → buffer → flush → roll up → prune.
+//! - [`access`]: scopes, API tokens (by hash, never the secret) and the
+//!   audit log, with the [`TokenRepository`] and [`AuditRepository`] ports.
+//! - [`page`]: pagination of lists.
 //!
 //! ## What it must not know
 //! No HTTP (axum), SQL (sqlx), Docker (bollard), sysinfo, utoipa, serde
@@ -83,14 +86,22 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod error;
 pub mod history;
 pub mod metric;
 pub mod monitoring;
+pub mod page;
 pub mod ports;
 pub mod snapshot;
 pub mod time;
 
+pub use access::{
+    ApiToken, AuditFilter, AuditOutcome, AuditRecord, AuditRepository, MAX_TOKEN_NAME, NewAuditRecord, NewToken, Scope,
+    TokenHash, TokenId, TokenRepository, UnknownScope,
+};
+#[cfg(any(test, feature = "mocks"))]
+pub use access::{MockAuditRepository, MockTokenRepository};
 pub use error::{FieldError, HistoryError, RepositoryError, SourceError};
 pub use history::{
     Aggregate, BucketPlan, HistoryQuery, HistoryResult, MAX_POINTS, Point, PruneReport, RetentionPolicy, RollupReport,
@@ -100,6 +111,7 @@ pub use metric::{HistorySample, METRIC_COUNT, Metric, Unit, UnknownMetric};
 pub use monitoring::{
     HistoryService, HistoryWriter, SampleBuffer, Sampler, SamplerHealth, WriterSettings, WriterStats,
 };
+pub use page::{MAX_PER_PAGE, Page, Paged};
 pub use ports::{Clock, SnapshotPublisher, SnapshotRepository, SnapshotSource};
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{MockClock, MockSnapshotPublisher, MockSnapshotRepository, MockSnapshotSource};
