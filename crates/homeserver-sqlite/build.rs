@@ -1,0 +1,6 @@
+//! Rebuilds the crate when a migration is added or edited: `sqlx::migrate!`
+//! embeds the files at compile time.
+
+fn main() {
+    println!("cargo:rerun-if-changed=../../migrations");
+}
