@@ -16,6 +16,8 @@ pub(crate) mod code {
     pub(crate) const IOERR: i32 = 10;
     /// `SQLITE_CORRUPT`: the database disk image is malformed.
     pub(crate) const CORRUPT: i32 = 11;
+    /// `SQLITE_CONSTRAINT`: a UNIQUE, CHECK or NOT NULL constraint failed.
+    pub(crate) const CONSTRAINT: i32 = 19;
     /// `SQLITE_CANTOPEN`: unable to open the database file.
     pub(crate) const CANTOPEN: i32 = 14;
     /// `SQLITE_AUTH`: authorization denied.

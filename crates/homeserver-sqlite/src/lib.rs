@@ -37,7 +37,8 @@
 //! | `bucket_numbers` | `b` | 0..16383 | none: drives the bucket loop of queries |
 //!
 //! Roll-up values keep the raw tier's storage units; a query divides by the
-//! scale. NULL stands for a value that was not finite; aggregates skip it.
+//! scale. NULL stands for a value that was not finite: raw and minute
+//! aggregates skip it (roll-up means are weighted by `n`, see `columns.rs`).
 //! One day of 1 s samples takes about 5.3 MiB, roll-ups included (see the
 //! `history` benchmark).
 //!
@@ -60,6 +61,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod access;
 mod columns;
 mod error;
 mod history;

@@ -31,6 +31,12 @@ pub struct Settings {
     pub host: HostSettings,
     /// `[history]`.
     pub history: HistorySettings,
+    /// `[auth]`.
+    pub auth: AuthSettings,
+    /// `[rate_limit]`.
+    pub rate_limit: RateLimitSettings,
+    /// `[metrics]`.
+    pub metrics: MetricsSettings,
     /// `[retention]`.
     pub retention: RetentionSettings,
     /// `[publishing]`.
@@ -55,6 +61,45 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Drain time on shutdown.
     pub shutdown_grace_secs: u64,
+    /// CORS allow-list.
+    pub cors_origins: Vec<String>,
+    /// TLS certificate chain (PEM); empty for plain HTTP.
+    pub tls_cert: PathBuf,
+    /// TLS private key (PEM); empty for plain HTTP.
+    pub tls_key: PathBuf,
+}
+
+impl ServerSettings {
+    /// Certificate and key, when TLS is configured.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        (!self.tls_cert.as_os_str().is_empty()).then_some((self.tls_cert.as_path(), self.tls_key.as_path()))
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Failed authentications per minute per address before 429.
+    pub max_failures_per_minute: u32,
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Burst above it.
+    pub burst: u32,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `/metrics` needs no token.
+    pub public: bool,
 }
 
 /// `[database]`.
@@ -111,6 +156,8 @@ pub struct RetentionSettings {
     pub minute_days: u64,
     /// Hour tier, days.
     pub hour_days: u64,
+    /// Audit log, days.
+    pub audit_days: u64,
 }
 
 /// `[publishing]`.
@@ -131,6 +178,8 @@ pub struct WebSocketSettings {
     pub ping_interval_secs: u64,
     /// Per-client queue.
     pub client_queue: usize,
+    /// WebSocket connections per token.
+    pub max_connections_per_token: usize,
 }
 
 /// `[logging]`.
@@ -222,6 +271,32 @@ impl Settings {
         range("publishing.ram_stats_frequency_ms", self.publishing.ram_stats_frequency_ms, 100, 60_000);
         range("websocket.ping_interval_secs", self.websocket.ping_interval_secs, 1, 3600);
         range("websocket.client_queue", self.websocket.client_queue as u64, 1, 4096);
+        range("websocket.max_connections_per_token", self.websocket.max_connections_per_token as u64, 1, 100_000);
+        range("auth.max_failures_per_minute", u64::from(self.auth.max_failures_per_minute), 1, 10_000);
+        range("rate_limit.per_second", u64::from(self.rate_limit.per_second), 1, 1_000_000);
+        range("rate_limit.burst", u64::from(self.rate_limit.burst), 1, 1_000_000);
+        range("retention.audit_days", self.retention.audit_days, 1, 36_500);
+        for (i, origin) in self.server.cors_origins.iter().enumerate() {
+            let well_formed = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/')
+                && axum::http::HeaderValue::from_str(origin).is_ok();
+            if !well_formed {
+                errors.push(format!(
+                    "`server.cors_origins[{i}]` = {origin:?} is not an origin like \"https://dash.example\""
+                ));
+            }
+        }
+        match (self.server.tls_cert.as_os_str().is_empty(), self.server.tls_key.as_os_str().is_empty()) {
+            (true, true) => {}
+            (false, false) => {
+                for (key, path) in [("server.tls_cert", &self.server.tls_cert), ("server.tls_key", &self.server.tls_key)] {
+                    if !path.is_file() {
+                        errors.push(format!("`{key}` = {} is not a readable file", path.display()));
+                    }
+                }
+            }
+            _ => errors.push("`server.tls_cert` and `server.tls_key` must be set together".to_owned()),
+        }
         if self.database.path.as_os_str().is_empty() {
             errors.push("`database.path` must not be empty".to_owned());
         }

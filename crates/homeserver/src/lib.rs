@@ -30,6 +30,7 @@ pub mod live;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod tokens;
 
 /// `homeserver --version` text: version, commit and build time.
 pub const VERSION_LINE: &str = concat!(

@@ -8,19 +8,20 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use homeserver_domain::{
-    Clock, HistoryService, HistoryWriter, SampleBuffer, Sampler, SnapshotRepository, SnapshotSource, UnixMillis,
-    WriterSettings,
+    AuditRepository, Clock, HistoryService, HistoryWriter, SampleBuffer, Sampler, Scope, SnapshotRepository,
+    SnapshotSource, TokenRepository, TokenService, UnixMillis, WriterSettings,
 };
 use homeserver_sqlite::{SqliteStore, StoreOptions};
 use homeserver_sysinfo::{SourceConfig, SysinfoSource};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::{Authenticator, OpenAccess};
+use crate::auth::{Limits, Security};
 use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::live::LiveHub;
 use crate::state::{AppState, Probe};
+use crate::tokens::{TokenAdmin, TokenTable};
 
 /// Where and how the database named in `settings` is opened.
 pub fn store_options(settings: &Settings) -> StoreOptions {
@@ -51,19 +52,52 @@ pub struct Application {
     sampler: Sampler,
     writer: Option<HistoryWriter>,
     shutdown_tx: watch::Sender<bool>,
+    security: Arc<Security>,
+    token_table: Arc<TokenTable>,
+    initial_token: Option<String>,
+}
+
+/// Name of the admin token made at first start.
+pub const INITIAL_TOKEN_NAME: &str = "initial-admin";
+
+/// On an empty token table, creates an admin token and returns its secret.
+async fn initial_admin(tokens: &TokenAdmin) -> anyhow::Result<Option<String>> {
+    if !tokens.is_empty().await.context("cannot read tokens")? {
+        return Ok(None);
+    }
+    let secret = crate::tokens::generate()?;
+    tokens
+        .create(crate::tokens::new_id(), INITIAL_TOKEN_NAME, vec![Scope::Admin], None, secret.hash.clone())
+        .await
+        .context("cannot create the first admin token")?;
+    Ok(Some(secret.token))
 }
 
 impl Application {
-    /// Opens the database, reads the host once, binds the listener.
+    /// Opens the database, reads the host once, binds the listener. On a
+    /// database without tokens, creates an admin token (see
+    /// [`Application::initial_token`]).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with(settings, Arc::new(OpenAccess)).await
-    }
-
-    /// As [`Application::build`], with a chosen authenticator.
-    pub async fn build_with(settings: Settings, authenticator: Arc<dyn Authenticator>) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let store = Arc::new(open_store(&settings).await?);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let token_repo: Arc<dyn TokenRepository> = store.clone();
+        let token_table =
+            Arc::new(TokenTable::load(Arc::clone(&token_repo), Arc::clone(&clock)).await.context("cannot load tokens")?);
+        let tokens = Arc::new(TokenAdmin::new(
+            TokenService::new(token_repo, Arc::clone(&clock)),
+            Some(Arc::clone(&token_table)),
+        ));
+        let initial_token = initial_admin(&tokens).await?;
+        let security = Arc::new(Security::new(
+            token_table.clone(),
+            Limits {
+                per_second: settings.rate_limit.per_second,
+                burst: settings.rate_limit.burst,
+                max_failures_per_minute: settings.auth.max_failures_per_minute,
+                max_ws_per_token: settings.websocket.max_connections_per_token,
+            },
+        ));
         let source = SysinfoSource::new(SourceConfig {
             proc_root: settings.host.proc_root.clone(),
             sys_root: settings.host.sys_root.clone(),
@@ -110,13 +144,32 @@ impl Application {
             writer: writer.as_ref().map(HistoryWriter::stats),
             settings: Arc::clone(&settings),
             clock,
+            tokens,
+            audit: store.clone(),
             shutdown: shutdown_rx,
         };
-        let router = crate::api::router(state.clone(), authenticator);
+        let router = crate::api::router(state.clone(), Arc::clone(&security));
         let addr = SocketAddr::new(settings.server.host, settings.server.port);
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let local_addr = listener.local_addr().context("listener has no local address")?;
-        Ok(Self { listener, local_addr, router, state, store, sampler, writer, shutdown_tx })
+        Ok(Self {
+            listener,
+            local_addr,
+            router,
+            state,
+            store,
+            sampler,
+            writer,
+            shutdown_tx,
+            security,
+            token_table,
+            initial_token,
+        })
+    }
+
+    /// The admin token created because the database had none, shown once.
+    pub fn initial_token(&self) -> Option<&str> {
+        self.initial_token.as_deref()
     }
 
     /// The port actually bound (useful with `server.port = 0`).
@@ -136,7 +189,19 @@ impl Application {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let Self { listener, local_addr, router, state, store, sampler, writer, shutdown_tx } = self;
+        let Self {
+            listener,
+            local_addr,
+            router,
+            state,
+            store,
+            sampler,
+            writer,
+            shutdown_tx,
+            security,
+            token_table,
+            initial_token: _,
+        } = self;
         let settings = Arc::clone(&state.settings);
         tracing::info!(%local_addr, database = %settings.database.path.display(), "homeserver listening");
 
@@ -160,6 +225,14 @@ impl Application {
             Duration::from_millis(settings.publishing.ram_stats_frequency_ms),
             state.shutdown.clone(),
         ));
+        let follow_tokens = tokio::spawn(token_table.follow(Duration::from_secs(1), state.shutdown.clone()));
+        let housekeeping = tokio::spawn(housekeeping(
+            security,
+            Arc::clone(&state.audit),
+            Arc::clone(&state.clock),
+            settings.retention.audit_days,
+            state.shutdown.clone(),
+        ));
 
         let server_shutdown = {
             let shutdown_tx = shutdown_tx.clone();
@@ -171,13 +244,12 @@ impl Application {
                 let _ = stop_tx.send(true);
             }
         };
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(server_shutdown);
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+        let server = serve(listener, router, settings.server.tls(), server_shutdown, grace);
         // The server (and every request it still holds) is dropped at the end
         // of this statement, so nothing outlives the drain.
         let served = tokio::select! {
-            r = server.into_future() => r.context("HTTP server failed"),
+            r = server => r,
             _ = async {
                 let _ = stop_rx.clone().wait_for(|v| *v).await;
                 tokio::time::sleep(grace).await;
@@ -198,8 +270,10 @@ impl Application {
         {
             tracing::error!(error = %e, "history writer task failed");
         }
-        tickers.abort();
-        let _ = tickers.await;
+        for task in [tickers, follow_tokens, housekeeping] {
+            task.abort();
+            let _ = task.await;
+        }
         drop(state);
         match Arc::try_unwrap(store) {
             Ok(store) => {
@@ -211,6 +285,69 @@ impl Application {
         }
         tracing::info!("homeserver stopped");
         served
+    }
+}
+
+/// Serves `router` on `listener`, over TLS when `tls` names a certificate
+/// and key, until `shutdown` completes and the requests in flight drain.
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<(&std::path::Path, &std::path::Path)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    let Some((cert, key)) = tls else {
+        return axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("HTTP server failed");
+    };
+    // One process-wide crypto provider; a second install is a no-op error.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .with_context(|| format!("cannot load TLS certificate {} and key {}", cert.display(), key.display()))?;
+    let handle = axum_server::Handle::new();
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            shutdown.await;
+            handle.graceful_shutdown(Some(grace));
+        }
+    });
+    let listener = listener.into_std().context("cannot hand the listener to the TLS server")?;
+    axum_server::from_tcp_rustls(listener, config)
+        .context("cannot start the TLS server")?
+        .handle(handle)
+        .serve(app)
+        .await
+        .context("HTTPS server failed")
+}
+
+/// Periodic upkeep: forget idle rate-limit keys, prune the audit log.
+async fn housekeeping(
+    security: Arc<Security>,
+    audit: Arc<dyn AuditRepository>,
+    clock: Arc<dyn Clock>,
+    audit_days: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut minutes = 0u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        security.housekeeping();
+        if minutes.is_multiple_of(60) {
+            let before = clock.now().add_millis(-(audit_days as i64) * UnixMillis::DAY);
+            match audit.prune(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "audit log pruned"),
+                Err(e) => tracing::warn!(error = %e, "audit log prune failed"),
+            }
+        }
+        minutes += 1;
     }
 }
 

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use homeserver_domain::{Clock, HistoryService, HostInfo, SamplerHealth, WriterStats};
+use homeserver_domain::{AuditRepository, Clock, HistoryService, HostInfo, SamplerHealth, WriterStats};
 use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::live::LiveHub;
+use crate::tokens::TokenAdmin;
 
 /// A dependency whose health `/health/ready` reports.
 #[async_trait]
@@ -35,6 +36,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Wall clock.
     pub clock: Arc<dyn Clock>,
+    /// API token administration.
+    pub tokens: Arc<TokenAdmin>,
+    /// The audit log.
+    pub audit: Arc<dyn AuditRepository>,
     /// Flips to `true` when the service is shutting down.
     pub shutdown: watch::Receiver<bool>,
 }

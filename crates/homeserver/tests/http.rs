@@ -6,13 +6,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use homeserver::auth::OpenAccess;
+use axum::http::request::Parts;
+use homeserver::auth::{AuthFailure, Authenticator, Limits, OpenAccess, Principal, Scope, Security};
 use homeserver::config::Settings;
 use homeserver::live::LiveHub;
 use homeserver::state::{AppState, Probe};
+use homeserver::tokens::TokenAdmin;
 use homeserver_domain::{
-    HistoryService, HostInfo, MockClock, MockSnapshotRepository, RepositoryError, RetentionPolicy, SamplerHealth,
-    Snapshot, SnapshotPublisher, UnixMillis,
+    HistoryService, HostInfo, MockAuditRepository, MockClock, MockSnapshotRepository, MockTokenRepository,
+    RepositoryError, RetentionPolicy, SamplerHealth, Snapshot, SnapshotPublisher, TokenId, TokenService, UnixMillis,
 };
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -34,25 +36,60 @@ fn clock() -> Arc<MockClock> {
     Arc::new(c)
 }
 
+/// `Bearer read|operate|admin` is a principal with that scope; anything else is invalid.
+struct ScopeNamedTokens;
+
+impl Authenticator for ScopeNamedTokens {
+    fn authenticate(&self, parts: &Parts) -> Result<Option<Arc<Principal>>, AuthFailure> {
+        let Some(h) = parts.headers.get("authorization") else { return Ok(None) };
+        let token = h.to_str().unwrap().strip_prefix("Bearer ").ok_or(AuthFailure::Malformed)?;
+        let scope = token.parse::<Scope>().map_err(|_| AuthFailure::Invalid)?;
+        Ok(Some(Arc::new(Principal { name: token.into(), scope, token_id: Some(TokenId::new(token)) })))
+    }
+}
+
+fn generous() -> Limits {
+    Limits { per_second: 10_000, burst: 10_000, max_failures_per_minute: 10_000, max_ws_per_token: 10 }
+}
+
 struct Harness {
     hub: Arc<LiveHub>,
     repo: Option<MockSnapshotRepository>,
     db: Result<(), String>,
     sampler: Arc<SamplerHealth>,
+    tokens: MockTokenRepository,
+    audit: MockAuditRepository,
+    authenticator: Arc<dyn Authenticator>,
+    limits: Limits,
+    body_limit: Option<usize>,
 }
 
 impl Harness {
     fn new() -> Self {
+        let mut audit = MockAuditRepository::new();
+        audit.expect_record().returning(|_| Ok(()));
         Self {
             hub: Arc::new(LiveHub::new(4)),
             repo: Some(MockSnapshotRepository::new()),
             db: Ok(()),
             sampler: Arc::default(),
+            tokens: MockTokenRepository::new(),
+            audit,
+            authenticator: Arc::new(OpenAccess::default()),
+            limits: generous(),
+            body_limit: None,
         }
     }
 
+    fn with_scoped_tokens() -> Self {
+        Self { authenticator: Arc::new(ScopeNamedTokens), ..Self::new() }
+    }
+
     fn router(self) -> axum::Router {
-        let settings = Settings::defaults().unwrap();
+        let mut settings = Settings::defaults().unwrap();
+        if let Some(limit) = self.body_limit {
+            settings.server.max_body_bytes = limit;
+        }
         let history =
             self.repo.map(|r| Arc::new(HistoryService::new(Arc::new(r), clock(), RetentionPolicy::DEFAULT, 1_000)));
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
@@ -65,9 +102,11 @@ impl Harness {
             writer: None,
             settings: Arc::new(settings),
             clock: clock(),
+            tokens: Arc::new(TokenAdmin::new(TokenService::new(Arc::new(self.tokens), clock()), None)),
+            audit: Arc::new(self.audit),
             shutdown,
         };
-        homeserver::api::router(state, Arc::new(OpenAccess))
+        homeserver::api::router(state, Arc::new(Security::new(self.authenticator, self.limits)))
     }
 }
 
@@ -219,4 +258,207 @@ async fn every_documented_operation_declares_its_scope_or_is_public() {
             }
         }
     }
+}
+
+async fn send(router: axum::Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+    let response = router.oneshot(req).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+fn post_json(uri: &str, auth: &str, body: &str) -> Request<Body> {
+    Request::post(uri)
+        .header("authorization", format!("Bearer {auth}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn token_creation_refuses_bad_bodies_with_the_right_codes() {
+    let cases: [(Request<Body>, StatusCode, Option<&str>); 6] = [
+        (post_json("/api/v1/tokens", "admin", "{not json"), StatusCode::BAD_REQUEST, None),
+        (
+            Request::post("/api/v1/tokens")
+                .header("authorization", "Bearer admin")
+                .header("content-type", "text/plain")
+                .body(Body::from(r#"{"name":"x","scopes":["read"]}"#))
+                .unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+        ),
+        (post_json("/api/v1/tokens", "admin", r#"{"name":"x","scopes":["root"]}"#), StatusCode::UNPROCESSABLE_ENTITY, Some("scopes[0]")),
+        (post_json("/api/v1/tokens", "admin", r#"{"name":"","scopes":["read"]}"#), StatusCode::UNPROCESSABLE_ENTITY, Some("name")),
+        (
+            post_json("/api/v1/tokens", "admin", r#"{"name":"x","scopes":["read"],"expires_at":"soon"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("expires_at"),
+        ),
+        (post_json("/api/v1/tokens", "admin", r#"{"name":"x"}"#), StatusCode::UNPROCESSABLE_ENTITY, None),
+    ];
+    for (req, want, field) in cases {
+        let mut h = Harness::with_scoped_tokens();
+        h.tokens.expect_create().never();
+        let (status, headers, body) = send(h.router(), req).await;
+        assert_eq!(status, want, "{body}");
+        assert_problem(status, &headers, &body, body["code"].as_str().unwrap());
+        if let Some(field) = field {
+            assert_eq!(body["errors"][0]["field"], field, "{body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn token_creation_returns_the_secret_once_and_a_location() {
+    let mut h = Harness::with_scoped_tokens();
+    h.tokens.expect_create().times(1).returning(|t| {
+        assert!(!t.hash.as_str().starts_with("hs_"), "only the hash reaches the store");
+        Ok(homeserver_domain::ApiToken {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            scopes: t.scopes.clone(),
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: None,
+        })
+    });
+    let (status, headers, body) =
+        send(h.router(), post_json("/api/v1/tokens", "admin", r#"{"name":"ci","scopes":["operate"]}"#)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(headers["location"].to_str().unwrap(), format!("/api/v1/tokens/{}", body["id"].as_str().unwrap()));
+    assert!(body["token"].as_str().unwrap().starts_with("hs_"));
+    assert_eq!(body["scopes"], serde_json::json!(["operate"]));
+}
+
+#[tokio::test]
+async fn token_store_failures_are_500_and_unknown_revocations_404() {
+    let mut h = Harness::with_scoped_tokens();
+    h.tokens.expect_create().returning(|_| Err(RepositoryError::internal("disk full at /secret")));
+    let (status, _, body) =
+        send(h.router(), post_json("/api/v1/tokens", "admin", r#"{"name":"ci","scopes":["read"]}"#)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!body.to_string().contains("secret"));
+
+    let mut h = Harness::with_scoped_tokens();
+    h.tokens.expect_revoke().returning(|_, _| Err(RepositoryError::NotFound));
+    let req = Request::delete("/api/v1/tokens/nope").header("authorization", "Bearer admin").body(Body::empty()).unwrap();
+    let (status, headers, body) = send(h.router(), req).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_problem(status, &headers, &body, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn scopes_are_enforced_401_then_403() {
+    let get = |auth: Option<&str>| {
+        let mut b = Request::get("/api/v1/tokens");
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    for (auth, want) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("Bearer bogus"), StatusCode::UNAUTHORIZED),
+        (Some("Basic YTpi"), StatusCode::UNAUTHORIZED),
+        (Some("Bearer read"), StatusCode::FORBIDDEN),
+        (Some("Bearer operate"), StatusCode::FORBIDDEN),
+    ] {
+        let (status, headers, body) = send(Harness::with_scoped_tokens().router(), get(auth)).await;
+        assert_eq!(status, want, "{auth:?}: {body}");
+        if want == StatusCode::UNAUTHORIZED {
+            assert_eq!(headers["www-authenticate"], "Bearer");
+        }
+    }
+    let mut h = Harness::with_scoped_tokens();
+    h.tokens.expect_list().returning(|| Ok(vec![]));
+    let (status, _, body) = send(h.router(), get(Some("Bearer admin"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::json!({"items": [], "total": 0, "page": 1, "per_page": 20}));
+    // Public routes need nothing.
+    let (status, _, _) = send(Harness::with_scoped_tokens().router(), Request::get("/health/live").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_retry_after() {
+    let mut h = Harness::with_scoped_tokens();
+    h.limits = Limits { per_second: 1, burst: 2, ..generous() };
+    let router = h.router();
+    let get = || Request::get("/api/v1/system/history/metrics").header("authorization", "Bearer read").body(Body::empty()).unwrap();
+    assert_eq!(send(router.clone(), get()).await.0, StatusCode::OK);
+    assert_eq!(send(router.clone(), get()).await.0, StatusCode::OK);
+    let (status, headers, body) = send(router.clone(), get()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_problem(status, &headers, &body, "RATE_LIMITED");
+    assert!(headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    // Another token has its own budget.
+    let other = Request::get("/api/v1/system/history/metrics").header("authorization", "Bearer admin").body(Body::empty()).unwrap();
+    assert_eq!(send(router, other).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn failed_authentication_is_throttled_before_the_general_budget() {
+    let mut h = Harness::with_scoped_tokens();
+    h.limits = Limits { max_failures_per_minute: 3, ..generous() };
+    let router = h.router();
+    let bad = || Request::get("/api/v1/system").header("authorization", "Bearer wrong").body(Body::empty()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(send(router.clone(), bad()).await.0, StatusCode::UNAUTHORIZED);
+    }
+    let (status, headers, _) = send(router.clone(), bad()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.contains_key("retry-after"));
+    // A good token is not held back by someone else's failures.
+    let good = Request::get("/api/v1/system/history/metrics").header("authorization", "Bearer read").body(Body::empty()).unwrap();
+    assert_eq!(send(router, good).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413() {
+    let mut h = Harness::with_scoped_tokens();
+    h.body_limit = Some(64);
+    h.tokens.expect_create().never();
+    let big = format!(r#"{{"name":"{}","scopes":["read"]}}"#, "x".repeat(200));
+    let (status, headers, body) = send(h.router(), post_json("/api/v1/tokens", "admin", &big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_problem(status, &headers, &body, "PAYLOAD_TOO_LARGE");
+}
+
+#[tokio::test]
+async fn mutating_requests_are_audited_with_actor_and_outcome() {
+    let mut h = Harness::with_scoped_tokens();
+    let mut audit = MockAuditRepository::new();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    audit.expect_record().returning(move |r| {
+        s2.lock().unwrap().push(r.clone());
+        Ok(())
+    });
+    h.audit = audit;
+    h.tokens.expect_revoke().returning(|_, _| Err(RepositoryError::NotFound));
+    h.tokens.expect_list().returning(|| Ok(vec![]));
+    let router = h.router();
+    let del = |auth: &str| {
+        Request::delete("/api/v1/tokens/abc?access_token=hs_leak").header("authorization", format!("Bearer {auth}")).body(Body::empty()).unwrap()
+    };
+    send(router.clone(), del("admin")).await;
+    send(router.clone(), del("read")).await;
+    send(router, Request::get("/api/v1/tokens").header("authorization", "Bearer admin").body(Body::empty()).unwrap()).await;
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "GETs are not audited");
+    assert_eq!(seen[0].actor, "admin (admin)");
+    assert_eq!(seen[0].action, "DELETE /api/v1/tokens/{id}");
+    assert_eq!(seen[0].target, "/api/v1/tokens/abc");
+    assert_eq!((seen[0].status, seen[0].outcome), (404, homeserver_domain::AuditOutcome::Failure));
+    assert_eq!((seen[1].status, seen[1].outcome), (403, homeserver_domain::AuditOutcome::Denied));
+    assert!(seen.iter().all(|r| !format!("{r:?}").contains("hs_leak")), "no query string in the audit log");
+}
+
+#[tokio::test]
+async fn api_responses_carry_nosniff_and_no_store() {
+    let (_, headers, _) = send(Harness::new().router(), Request::get("/health/live").body(Body::empty()).unwrap()).await;
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["cache-control"], "no-store");
 }

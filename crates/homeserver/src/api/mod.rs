@@ -1,88 +1,157 @@
 //! The HTTP and WebSocket API: routes, the layers every route passes
 //! through, and the OpenAPI document generated from them.
 
+pub mod audit;
 pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod ops;
 pub mod seed;
 pub mod system;
+pub mod tokens;
 pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, StatusCode};
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::auth::{self, Authenticator};
+use crate::auth::{self, Caller, OpenAccess, Security};
 use crate::state::AppState;
 
 /// Header carrying the request id, echoed when the client sent one.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("hs_<64 hex digits>")
+            .description(Some(
+                "An API token: `Authorization: Bearer hs_…`. WebSocket upgrades also accept `?access_token=`. \
+                 Scopes: read < operate < admin; each includes the ones before.",
+            ))
+            .build();
+        openapi.components.get_or_insert_with(Default::default).add_security_scheme(auth::SECURITY_SCHEME, SecurityScheme::Http(scheme));
+    }
+}
 
 /// The document's fixed parts; paths and schemas come from the routes.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "homeserver",
-        description = "Monitor and manage a Linux host: live metrics, history, containers, devices and profiles.\n\nErrors are RFC 9457 `application/problem+json` documents (schema `Problem`) with a stable `code`.",
+        description = "Monitor and manage a Linux host: live metrics, history, containers, devices and profiles.\n\nErrors are RFC 9457 `application/problem+json` documents (schema `Problem`) with a stable `code`. Every operation that needs a token names its scope in `x-required-scope` and its security requirement.",
         license(name = "MIT OR Apache-2.0")
     ),
+    modifiers(&BearerScheme),
     tags(
         (name = "system", description = "Live host snapshot, host facts and history"),
         (name = "operations", description = "Health, version and metrics"),
         (name = "streams", description = "WebSocket streams"),
+        (name = "tokens", description = "API tokens and the audit log"),
         (name = "seed", description = "Routes compatible with clients of the original homeserver (camelCase)"),
     ),
     components(schemas(error::Problem, error::ErrorCode, error::ProblemField))
 )]
 struct ApiDoc;
 
-fn openapi_router() -> OpenApiRouter<AppState> {
-    let v1 = OpenApiRouter::new().merge(system::routes()).merge(ws::routes());
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1).merge(ops::routes()).merge(seed::routes())
+fn openapi_router(metrics_public: bool) -> OpenApiRouter<AppState> {
+    let v1 = OpenApiRouter::new()
+        .merge(system::routes())
+        .merge(ws::routes())
+        .merge(tokens::routes())
+        .merge(audit::routes());
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", v1)
+        .merge(ops::routes(metrics_public))
+        .merge(seed::routes())
 }
 
-/// The OpenAPI document of every route.
+/// The OpenAPI document of every route (as configured by default).
 pub fn openapi() -> OpenApiDoc {
-    let (_, doc) = openapi_router().split_for_parts();
+    let (_, doc) = openapi_router(false).split_for_parts();
     doc
+}
+
+fn routes_and_docs(state: &AppState) -> Router<AppState> {
+    // Install the metrics recorder before the first request is counted.
+    let _ = crate::telemetry::prometheus();
+    let (routes, doc) = openapi_router(state.settings.metrics.public).split_for_parts();
+    routes.fallback(|| async { StatusCode::NOT_FOUND }).merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))
+}
+
+/// `nosniff` everywhere; `no-store` on everything but the static docs.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let cacheable = request.uri().path().starts_with("/docs");
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if !cacheable {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    (!origins.is_empty()).then(|| {
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH, HeaderName::from_static(REQUEST_ID_HEADER)])
+            .expose_headers([
+                HeaderName::from_static(REQUEST_ID_HEADER),
+                header::ETAG,
+                header::LOCATION,
+                header::RETRY_AFTER,
+            ])
+            .max_age(Duration::from_secs(600))
+    })
 }
 
 /// The whole application: routes, docs and the layers around them.
 ///
 /// Layer order, outermost first: request id → trace span (with the id) →
-/// problem rendering → metrics → timeout → body limit → authentication →
-/// per-route scope check → handler.
-pub fn router(state: AppState, authenticator: Arc<dyn Authenticator>) -> Router {
-    // Install the metrics recorder before the first request is counted.
-    let _ = crate::telemetry::prometheus();
-    let (routes, doc) = openapi_router().split_for_parts();
+/// problem rendering → security headers → CORS → metrics → timeout → body
+/// limit → authentication and rate limit → audit → per-route scope check →
+/// handler.
+pub fn router(state: AppState, security: Arc<Security>) -> Router {
     let settings = Arc::clone(&state.settings);
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    let app = routes
-        .fallback(|| async { StatusCode::NOT_FOUND })
-        .with_state(state)
-        .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc));
-    app.layer(axum::middleware::from_fn_with_state(authenticator, auth::authenticate)).layer(
+    let app = routes_and_docs(&state)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
+        .layer(axum::middleware::from_fn_with_state(security, auth::authenticate))
+        .with_state(state);
+    app.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 let id = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
+                // The path only: a query may carry `access_token`.
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }))
             .layer(PropagateRequestIdLayer::new(request_id))
             .layer(axum::middleware::from_fn(error::render_problems))
+            .layer(axum::middleware::from_fn(security_headers))
+            .option_layer(cors(&settings.server.cors_origins))
             .layer(axum::middleware::from_fn(crate::telemetry::track_http))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
@@ -90,4 +159,13 @@ pub fn router(state: AppState, authenticator: Arc<dyn Authenticator>) -> Router 
             ))
             .layer(RequestBodyLimitLayer::new(settings.server.max_body_bytes)),
     )
+}
+
+/// The routes with none of the layers (no request id, metrics, problems
+/// rendering, authentication, rate limit or audit): every caller acts as an
+/// administrator. Only for measuring what the layers cost; never served.
+#[doc(hidden)]
+pub fn bare_router(state: AppState) -> Router {
+    let caller = Caller(OpenAccess::default().authenticate_any());
+    routes_and_docs(&state).layer(axum::Extension(caller)).with_state(state)
 }

@@ -15,12 +15,13 @@ use utoipa_axum::routes;
 use crate::auth::{Scope, public, scoped};
 use crate::state::AppState;
 
-pub(crate) fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes(metrics_public: bool) -> OpenApiRouter<AppState> {
+    let metrics = if metrics_public { public(routes!(prometheus_metrics)) } else { scoped(Scope::Read, routes!(prometheus_metrics)) };
     OpenApiRouter::new()
         .routes(public(routes!(live)))
         .routes(public(routes!(ready)))
         .routes(public(routes!(version)))
-        .routes(scoped(Scope::Read, routes!(prometheus_metrics)))
+        .routes(metrics)
 }
 
 /// Liveness.
@@ -126,6 +127,8 @@ async fn version() -> Json<VersionDto> {
 }
 
 /// Prometheus text exposition of host, container and service metrics.
+///
+/// Needs a `read` token unless `metrics.public = true`.
 #[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4")))]
 async fn prometheus_metrics(State(state): State<AppState>) -> Response {

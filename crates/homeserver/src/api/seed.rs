@@ -25,7 +25,7 @@ use super::error::{ApiError, ErrorCode, Problem};
 use super::extract::ApiQuery;
 use super::system::{history_error, parse_range};
 use super::ws::{SessionLimits, configure, send};
-use crate::auth::{Scope, scoped};
+use crate::auth::{Scope, WsSlot, scoped};
 use crate::live::Published;
 use crate::state::AppState;
 
@@ -385,8 +385,8 @@ struct InfoFrame<'a> {
 /// Each message is a `SeedCpu` object.
 #[utoipa::path(get, path = "/ws/cpu", tag = "seed", operation_id = "seed_ws_cpu",
     responses((status = 101, description = "Switching to the WebSocket protocol; messages are `SeedCpu`")))]
-async fn ws_cpu(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    watch_feed(state.clone(), ws, state.hub.subscribe_cpu())
+async fn ws_cpu(State(state): State<AppState>, slot: WsSlot, ws: WebSocketUpgrade) -> Response {
+    watch_feed(state.clone(), slot, ws, state.hub.subscribe_cpu())
 }
 
 /// Memory figures every `publishing.ram_stats_frequency_ms` (WebSocket).
@@ -394,13 +394,19 @@ async fn ws_cpu(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response
 /// Each message is a `SeedRam` object.
 #[utoipa::path(get, path = "/ws/ram", tag = "seed", operation_id = "seed_ws_ram",
     responses((status = 101, description = "Switching to the WebSocket protocol; messages are `SeedRam`")))]
-async fn ws_ram(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    watch_feed(state.clone(), ws, state.hub.subscribe_ram())
+async fn ws_ram(State(state): State<AppState>, slot: WsSlot, ws: WebSocketUpgrade) -> Response {
+    watch_feed(state.clone(), slot, ws, state.hub.subscribe_ram())
 }
 
-fn watch_feed(state: AppState, ws: WebSocketUpgrade, mut feed: watch::Receiver<Option<Utf8Bytes>>) -> Response {
+fn watch_feed(
+    state: AppState,
+    slot: WsSlot,
+    ws: WebSocketUpgrade,
+    mut feed: watch::Receiver<Option<Utf8Bytes>>,
+) -> Response {
     let limits = SessionLimits::from_state(&state);
     configure(ws).on_upgrade(move |socket: WebSocket| async move {
+        let _slot = slot;
         let _guard = state.hub.client_guard();
         let (sink, stream) = socket.split();
         feed.mark_unchanged();
@@ -422,12 +428,13 @@ fn watch_feed(state: AppState, ws: WebSocketUpgrade, mut feed: watch::Receiver<O
 /// following message is a `SeedSnapshot`.
 #[utoipa::path(get, path = "/ws/system", tag = "seed", operation_id = "seed_ws_system",
     responses((status = 101, description = "Switching to the WebSocket protocol; messages as described")))]
-async fn ws_system(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+async fn ws_system(State(state): State<AppState>, slot: WsSlot, ws: WebSocketUpgrade) -> Response {
     let limits = SessionLimits::from_state(&state);
     let info = SeedSystemInfo::from(state.host_info.as_ref());
     let first = serde_json::to_string(&InfoFrame { kind: "info", system_info: &info }).unwrap_or_default();
     let rx = state.hub.subscribe();
     configure(ws).on_upgrade(move |socket: WebSocket| async move {
+        let _slot = slot;
         let _guard = state.hub.client_guard();
         let (sink, stream) = socket.split();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));

@@ -20,7 +20,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Scope, scoped};
+use crate::auth::{Scope, WsSlot, scoped};
 use crate::live::{LiveHub, Published};
 use crate::state::AppState;
 
@@ -69,10 +69,12 @@ pub(crate) fn configure(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket upgrade request", body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The token holds `websocket.max_connections_per_token` connections already", body = super::error::Problem, content_type = "application/problem+json"),
     ))]
-async fn ws_v1(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+async fn ws_v1(State(state): State<AppState>, slot: WsSlot, ws: WebSocketUpgrade) -> Response {
     let limits = SessionLimits::from_state(&state);
     configure(ws).on_upgrade(move |socket: WebSocket| async move {
+        let _slot = slot;
         let _guard = state.hub.client_guard();
         let (sink, stream) = socket.split();
         run_v1_session(sink, stream, state.hub.clone(), limits, state.shutdown.clone()).await;
