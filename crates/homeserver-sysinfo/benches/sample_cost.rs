@@ -180,6 +180,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("direct /proc read (6 files, no parsing)", &costs[2]),
     ];
     for (name, c) in rows {
+        if c.cpu.is_empty() {
+            println!("| {name} | 0 | – | – | – | – | – | – |");
+            continue;
+        }
         println!(
             "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
             c.cpu.len(),
