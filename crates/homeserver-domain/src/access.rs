@@ -333,8 +333,9 @@ mod tests {
         assert_eq!(fields, ["name", "scopes", "expires_at"]);
         let long = "x".repeat(MAX_TOKEN_NAME + 1);
         assert!(NewToken::new(TokenId::new("t"), &long, vec![Scope::Read], None, hash(), now).is_err());
-        let ok = NewToken::new(TokenId::new("t"), " ci ", vec![Scope::Admin, Scope::Read, Scope::Read], None, hash(), now)
-            .unwrap();
+        let ok =
+            NewToken::new(TokenId::new("t"), " ci ", vec![Scope::Admin, Scope::Read, Scope::Read], None, hash(), now)
+                .unwrap();
         assert_eq!((ok.name.as_str(), ok.scopes.as_slice()), ("ci", &[Scope::Read, Scope::Admin][..]));
     }
 
@@ -362,5 +363,101 @@ mod tests {
         assert_eq!(AuditOutcome::from_status(403), AuditOutcome::Denied);
         assert_eq!(AuditOutcome::from_status(429), AuditOutcome::Denied);
         assert_eq!(AuditOutcome::from_status(409), AuditOutcome::Failure);
+    }
+}
+
+/// Why a token operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The input is invalid.
+    #[error("invalid token request")]
+    Invalid(Vec<FieldError>),
+    /// No token with that id.
+    #[error("no such token")]
+    NotFound,
+    /// The store failed.
+    #[error("token store failed")]
+    Repository(#[from] RepositoryError),
+}
+
+/// Creates, lists and revokes API tokens.
+pub struct TokenService {
+    repository: std::sync::Arc<dyn TokenRepository>,
+    clock: std::sync::Arc<dyn crate::ports::Clock>,
+}
+
+impl TokenService {
+    /// A token service over `repository`.
+    pub fn new(
+        repository: std::sync::Arc<dyn TokenRepository>,
+        clock: std::sync::Arc<dyn crate::ports::Clock>,
+    ) -> Self {
+        Self { repository, clock }
+    }
+
+    /// Validates and stores a token whose secret hashes to `hash`.
+    #[tracing::instrument(name = "tokens.create", skip(self, hash), fields(id = %id))]
+    pub async fn create(
+        &self,
+        id: TokenId,
+        name: &str,
+        scopes: Vec<Scope>,
+        expires_at: Option<UnixMillis>,
+        hash: TokenHash,
+    ) -> Result<ApiToken, TokenError> {
+        let new = NewToken::new(id, name, scopes, expires_at, hash, self.clock.now()).map_err(TokenError::Invalid)?;
+        Ok(self.repository.create(&new).await?)
+    }
+
+    /// Every token, newest first.
+    #[tracing::instrument(name = "tokens.list", skip(self))]
+    pub async fn list(&self) -> Result<Vec<ApiToken>, TokenError> {
+        Ok(self.repository.list().await?)
+    }
+
+    /// Revokes a token now; revoking a revoked token is not an error.
+    #[tracing::instrument(name = "tokens.revoke", skip(self))]
+    pub async fn revoke(&self, id: &TokenId) -> Result<ApiToken, TokenError> {
+        match self.repository.revoke(id, self.clock.now()).await {
+            Ok(t) => Ok(t),
+            Err(RepositoryError::NotFound) => Err(TokenError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// No token was ever created: the first start must make an admin token.
+    pub async fn is_empty(&self) -> Result<bool, TokenError> {
+        Ok(self.repository.list().await?.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod service_tests {
+    use super::*;
+    use crate::ports::MockClock;
+    use std::sync::Arc;
+
+    fn clock() -> Arc<MockClock> {
+        let mut c = MockClock::new();
+        c.expect_now().return_const(UnixMillis(10_000));
+        Arc::new(c)
+    }
+
+    #[tokio::test]
+    async fn invalid_requests_never_reach_the_store() {
+        let mut repo = MockTokenRepository::new();
+        repo.expect_create().never();
+        let svc = TokenService::new(Arc::new(repo), clock());
+        let hash = TokenHash::from_hex("b".repeat(64)).unwrap();
+        let err = svc.create(TokenId::new("x"), "", vec![Scope::Read], Some(UnixMillis(5)), hash).await.unwrap_err();
+        assert!(matches!(err, TokenError::Invalid(ref e) if e.len() == 2));
+    }
+
+    #[tokio::test]
+    async fn revoking_an_unknown_token_is_not_found() {
+        let mut repo = MockTokenRepository::new();
+        repo.expect_revoke().returning(|_, _| Err(RepositoryError::NotFound));
+        let svc = TokenService::new(Arc::new(repo), clock());
+        assert!(matches!(svc.revoke(&TokenId::new("nope")).await, Err(TokenError::NotFound)));
     }
 }

@@ -98,7 +98,7 @@ pub mod time;
 
 pub use access::{
     ApiToken, AuditFilter, AuditOutcome, AuditRecord, AuditRepository, MAX_TOKEN_NAME, NewAuditRecord, NewToken, Scope,
-    TokenHash, TokenId, TokenRepository, UnknownScope,
+    TokenError, TokenHash, TokenId, TokenRepository, TokenService, UnknownScope,
 };
 #[cfg(any(test, feature = "mocks"))]
 pub use access::{MockAuditRepository, MockTokenRepository};

@@ -221,7 +221,8 @@ where
             op.security = Some(vec![SecurityRequirement::new(SECURITY_SCHEME, [scope.as_str()])]);
         }
     }
-    let router = router.route_layer(axum::middleware::from_fn(move |req: Request, next: Next| require(scope, req, next)));
+    let router =
+        router.route_layer(axum::middleware::from_fn(move |req: Request, next: Next| require(scope, req, next)));
     (schemas, paths, router)
 }
 

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use homeserver_domain::{Scope, TokenId, TokenService};
+
 use crate::config::Settings;
 
 /// Monitor and manage a Linux host: live metrics, history and containers.
@@ -36,6 +38,36 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Manage API tokens (works beside a running service).
+    Token {
+        /// What to do with tokens.
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+/// `homeserver token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token; its secret is printed alone on the last line of stdout.
+    Create {
+        /// A name for people.
+        #[arg(long)]
+        name: String,
+        /// `read`, `operate` or `admin` (each includes the ones before).
+        #[arg(long)]
+        scope: Scope,
+        /// Expiry, RFC 3339 (default: never).
+        #[arg(long, value_name = "TIME")]
+        expires_at: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id; a running service refuses it within a second.
+    Revoke {
+        /// The token's id (see `token list`).
+        id: String,
+    },
 }
 
 /// `homeserver config …`.
@@ -107,10 +139,81 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             crate::telemetry::init_tracing(&settings.logging);
             runtime()?.block_on(async {
                 let app = crate::startup::Application::build(settings).await?;
+                if let Some(token) = app.initial_token() {
+                    // Shown once, here only: never through the logger.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "homeserver: the database had no API token, so an admin token was created.\n\
+                         homeserver: it is shown this once and stored only as a hash:\n{token}"
+                    );
+                }
                 app.run_until_stopped(crate::startup::shutdown_signal()).await
             })
         }
+        Command::Token { action } => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            runtime()?.block_on(token_command(&settings, action))
+        }
     }
+}
+
+async fn token_command(settings: &Settings, action: TokenAction) -> anyhow::Result<()> {
+    let store = std::sync::Arc::new(crate::startup::open_store(settings).await?);
+    let clock = std::sync::Arc::new(crate::clock::SystemClock);
+    let service = TokenService::new(store.clone(), clock);
+    let result = run_token_action(&service, action).await;
+    drop(service);
+    if let Ok(store) = std::sync::Arc::try_unwrap(store) {
+        store.close().await.context("cannot close the database")?;
+    }
+    result
+}
+
+fn token_error(e: homeserver_domain::TokenError) -> anyhow::Error {
+    match e {
+        homeserver_domain::TokenError::Invalid(errors) => {
+            anyhow::anyhow!("invalid token: {}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        }
+        other => anyhow::Error::new(other),
+    }
+}
+
+async fn run_token_action(service: &TokenService, action: TokenAction) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match action {
+        TokenAction::Create { name, scope, expires_at } => {
+            let expires_at = match expires_at {
+                None => None,
+                Some(t) => Some(
+                    crate::api::dto::parse_instant(&t)
+                        .ok_or_else(|| anyhow::anyhow!("--expires-at {t:?} is not an RFC 3339 time"))?,
+                ),
+            };
+            let secret = crate::tokens::generate()?;
+            let token = service
+                .create(crate::tokens::new_id(), &name, vec![scope], expires_at, secret.hash.clone())
+                .await
+                .map_err(token_error)?;
+            writeln!(out, "created token {:?} (id {}, scope {})", token.name, token.id, scope)?;
+            writeln!(out, "{}", secret.token)?;
+        }
+        TokenAction::List => {
+            for t in service.list().await.map_err(token_error)? {
+                let scopes: Vec<&str> = t.scopes.iter().map(|s| s.as_str()).collect();
+                let state = match (t.revoked_at, t.expires_at) {
+                    (Some(at), _) => format!("revoked {}", crate::api::dto::rfc3339(at)),
+                    (None, Some(at)) => format!("expires {}", crate::api::dto::rfc3339(at)),
+                    (None, None) => "active".to_owned(),
+                };
+                writeln!(out, "{}\t{}\t{}\t{}", t.id, t.name, scopes.join(","), state)?;
+            }
+        }
+        TokenAction::Revoke { id } => {
+            let t = service.revoke(&TokenId::new(id)).await.map_err(token_error)?;
+            writeln!(out, "revoked token {:?} (id {})", t.name, t.id)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

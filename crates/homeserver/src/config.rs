@@ -289,7 +289,9 @@ impl Settings {
         match (self.server.tls_cert.as_os_str().is_empty(), self.server.tls_key.as_os_str().is_empty()) {
             (true, true) => {}
             (false, false) => {
-                for (key, path) in [("server.tls_cert", &self.server.tls_cert), ("server.tls_key", &self.server.tls_key)] {
+                for (key, path) in
+                    [("server.tls_cert", &self.server.tls_cert), ("server.tls_key", &self.server.tls_key)]
+                {
                     if !path.is_file() {
                         errors.push(format!("`{key}` = {} is not a readable file", path.display()));
                     }

@@ -82,8 +82,9 @@ impl Application {
         let store = Arc::new(open_store(&settings).await?);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let token_repo: Arc<dyn TokenRepository> = store.clone();
-        let token_table =
-            Arc::new(TokenTable::load(Arc::clone(&token_repo), Arc::clone(&clock)).await.context("cannot load tokens")?);
+        let token_table = Arc::new(
+            TokenTable::load(Arc::clone(&token_repo), Arc::clone(&clock)).await.context("cannot load tokens")?,
+        );
         let tokens = Arc::new(TokenAdmin::new(
             TokenService::new(token_repo, Arc::clone(&clock)),
             Some(Arc::clone(&token_table)),

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
 use axum::http::request::Parts;
+use axum::http::{Request, StatusCode};
 use homeserver::auth::{AuthFailure, Authenticator, Limits, OpenAccess, Principal, Scope, Security};
 use homeserver::config::Settings;
 use homeserver::live::LiveHub;
@@ -289,8 +289,16 @@ async fn token_creation_refuses_bad_bodies_with_the_right_codes() {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             None,
         ),
-        (post_json("/api/v1/tokens", "admin", r#"{"name":"x","scopes":["root"]}"#), StatusCode::UNPROCESSABLE_ENTITY, Some("scopes[0]")),
-        (post_json("/api/v1/tokens", "admin", r#"{"name":"","scopes":["read"]}"#), StatusCode::UNPROCESSABLE_ENTITY, Some("name")),
+        (
+            post_json("/api/v1/tokens", "admin", r#"{"name":"x","scopes":["root"]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("scopes[0]"),
+        ),
+        (
+            post_json("/api/v1/tokens", "admin", r#"{"name":"","scopes":["read"]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("name"),
+        ),
         (
             post_json("/api/v1/tokens", "admin", r#"{"name":"x","scopes":["read"],"expires_at":"soon"}"#),
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -343,7 +351,8 @@ async fn token_store_failures_are_500_and_unknown_revocations_404() {
 
     let mut h = Harness::with_scoped_tokens();
     h.tokens.expect_revoke().returning(|_, _| Err(RepositoryError::NotFound));
-    let req = Request::delete("/api/v1/tokens/nope").header("authorization", "Bearer admin").body(Body::empty()).unwrap();
+    let req =
+        Request::delete("/api/v1/tokens/nope").header("authorization", "Bearer admin").body(Body::empty()).unwrap();
     let (status, headers, body) = send(h.router(), req).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_problem(status, &headers, &body, "NOT_FOUND");
@@ -377,7 +386,8 @@ async fn scopes_are_enforced_401_then_403() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, serde_json::json!({"items": [], "total": 0, "page": 1, "per_page": 20}));
     // Public routes need nothing.
-    let (status, _, _) = send(Harness::with_scoped_tokens().router(), Request::get("/health/live").body(Body::empty()).unwrap()).await;
+    let (status, _, _) =
+        send(Harness::with_scoped_tokens().router(), Request::get("/health/live").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -386,7 +396,12 @@ async fn the_rate_limit_answers_429_with_retry_after() {
     let mut h = Harness::with_scoped_tokens();
     h.limits = Limits { per_second: 1, burst: 2, ..generous() };
     let router = h.router();
-    let get = || Request::get("/api/v1/system/history/metrics").header("authorization", "Bearer read").body(Body::empty()).unwrap();
+    let get = || {
+        Request::get("/api/v1/system/history/metrics")
+            .header("authorization", "Bearer read")
+            .body(Body::empty())
+            .unwrap()
+    };
     assert_eq!(send(router.clone(), get()).await.0, StatusCode::OK);
     assert_eq!(send(router.clone(), get()).await.0, StatusCode::OK);
     let (status, headers, body) = send(router.clone(), get()).await;
@@ -394,7 +409,10 @@ async fn the_rate_limit_answers_429_with_retry_after() {
     assert_problem(status, &headers, &body, "RATE_LIMITED");
     assert!(headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
     // Another token has its own budget.
-    let other = Request::get("/api/v1/system/history/metrics").header("authorization", "Bearer admin").body(Body::empty()).unwrap();
+    let other = Request::get("/api/v1/system/history/metrics")
+        .header("authorization", "Bearer admin")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(send(router, other).await.0, StatusCode::OK);
 }
 
@@ -411,7 +429,10 @@ async fn failed_authentication_is_throttled_before_the_general_budget() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert!(headers.contains_key("retry-after"));
     // A good token is not held back by someone else's failures.
-    let good = Request::get("/api/v1/system/history/metrics").header("authorization", "Bearer read").body(Body::empty()).unwrap();
+    let good = Request::get("/api/v1/system/history/metrics")
+        .header("authorization", "Bearer read")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(send(router, good).await.0, StatusCode::OK);
 }
 
@@ -441,11 +462,15 @@ async fn mutating_requests_are_audited_with_actor_and_outcome() {
     h.tokens.expect_list().returning(|| Ok(vec![]));
     let router = h.router();
     let del = |auth: &str| {
-        Request::delete("/api/v1/tokens/abc?access_token=hs_leak").header("authorization", format!("Bearer {auth}")).body(Body::empty()).unwrap()
+        Request::delete("/api/v1/tokens/abc?access_token=hs_leak")
+            .header("authorization", format!("Bearer {auth}"))
+            .body(Body::empty())
+            .unwrap()
     };
     send(router.clone(), del("admin")).await;
     send(router.clone(), del("read")).await;
-    send(router, Request::get("/api/v1/tokens").header("authorization", "Bearer admin").body(Body::empty()).unwrap()).await;
+    send(router, Request::get("/api/v1/tokens").header("authorization", "Bearer admin").body(Body::empty()).unwrap())
+        .await;
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 2, "GETs are not audited");
     assert_eq!(seen[0].actor, "admin (admin)");
@@ -458,7 +483,8 @@ async fn mutating_requests_are_audited_with_actor_and_outcome() {
 
 #[tokio::test]
 async fn api_responses_carry_nosniff_and_no_store() {
-    let (_, headers, _) = send(Harness::new().router(), Request::get("/health/live").body(Body::empty()).unwrap()).await;
+    let (_, headers, _) =
+        send(Harness::new().router(), Request::get("/health/live").body(Body::empty()).unwrap()).await;
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["cache-control"], "no-store");
 }

@@ -25,8 +25,12 @@ pub struct TestApp {
     pub port: u16,
     /// The settings it runs with.
     pub settings: Settings,
-    /// An HTTP client.
+    /// An HTTP client that sends the admin token.
     pub client: reqwest::Client,
+    /// An HTTP client that sends no token.
+    pub anonymous: reqwest::Client,
+    /// The admin token made at first start.
+    pub token: String,
     /// Holds the database folder until the test ends.
     pub dir: TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -43,7 +47,24 @@ pub fn test_settings(dir: &Path) -> Settings {
     s.publishing.cpu_stats_frequency_ms = 200;
     s.publishing.ram_stats_frequency_ms = 200;
     s.logging.level = "warn".to_owned();
+    // Tests fire many requests from one address and one token.
+    s.rate_limit.per_second = 100_000;
+    s.rate_limit.burst = 100_000;
     s
+}
+
+/// What survives a stop: the folder with the database and the admin token.
+pub struct Saved {
+    /// The folder.
+    pub dir: TempDir,
+    /// The admin token.
+    pub token: String,
+}
+
+fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().expect("header value"));
+    reqwest::Client::builder().default_headers(headers).build().expect("client")
 }
 
 /// Starts the application with [`test_settings`].
@@ -56,12 +77,21 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = test_settings(dir.path());
     tweak(&mut settings);
-    spawn_in(dir, settings).await
+    start(dir, settings, None).await
 }
 
-/// Starts the application on an existing folder (a restart).
-pub async fn spawn_in(dir: TempDir, settings: Settings) -> TestApp {
+/// Starts the application again on a stopped one's folder (a restart).
+pub async fn spawn_in(saved: Saved, settings: Settings) -> TestApp {
+    start(saved.dir, settings, Some(saved.token)).await
+}
+
+async fn start(dir: TempDir, settings: Settings, token: Option<String>) -> TestApp {
     let app = Application::build(settings.clone()).await.expect("application builds");
+    let token = match (token, app.initial_token()) {
+        (Some(t), None) => t,
+        (None, Some(t)) => t.to_owned(),
+        (known, fresh) => panic!("expected exactly one admin token: known {known:?}, fresh {fresh:?}"),
+    };
     let port = app.port();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(async move {
@@ -71,7 +101,9 @@ pub async fn spawn_in(dir: TempDir, settings: Settings) -> TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         settings,
-        client: reqwest::Client::new(),
+        client: client_with(&token),
+        anonymous: reqwest::Client::new(),
+        token,
         dir,
         stop: Some(stop),
         task: Some(task),
@@ -103,14 +135,31 @@ impl TestApp {
         panic!("no snapshot within 5 s");
     }
 
-    /// `ws://127.0.0.1:PORT` + path.
+    /// `ws://127.0.0.1:PORT` + path, with the admin token in `access_token`.
     pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://127.0.0.1:{}{path}", self.port)
+        format!("ws://127.0.0.1:{}{path}?access_token={}", self.port, self.token)
+    }
+
+    /// A client that sends `token`.
+    pub fn client_for(&self, token: &str) -> reqwest::Client {
+        client_with(token)
+    }
+
+    /// Creates a token through the API; its secret.
+    pub async fn create_token(&self, name: &str, scope: &str, expires_at: Option<&str>) -> (String, String) {
+        let mut body = serde_json::json!({"name": name, "scopes": [scope]});
+        if let Some(t) = expires_at {
+            body["expires_at"] = t.into();
+        }
+        let r = self.client.post(format!("{}/api/v1/tokens", self.address)).json(&body).send().await.expect("sent");
+        assert_eq!(r.status(), 201);
+        let v: serde_json::Value = r.json().await.expect("JSON");
+        (v["id"].as_str().expect("id").to_owned(), v["token"].as_str().expect("token").to_owned())
     }
 
     /// Stops the application as a signal would and waits for it; returns the
-    /// folder so it can be started again.
-    pub async fn stop(mut self) -> TempDir {
+    /// folder and token so it can be started again.
+    pub async fn stop(mut self) -> Saved {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -122,7 +171,7 @@ impl TestApp {
                 .expect("clean shutdown");
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        std::mem::replace(&mut self.dir, dir)
+        Saved { dir: std::mem::replace(&mut self.dir, dir), token: std::mem::take(&mut self.token) }
     }
 }
 

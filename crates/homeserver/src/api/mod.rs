@@ -49,7 +49,10 @@ impl Modify for BearerScheme {
                  Scopes: read < operate < admin; each includes the ones before.",
             ))
             .build();
-        openapi.components.get_or_insert_with(Default::default).add_security_scheme(auth::SECURITY_SCHEME, SecurityScheme::Http(scheme));
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(auth::SECURITY_SCHEME, SecurityScheme::Http(scheme));
     }
 }
 
@@ -74,11 +77,8 @@ impl Modify for BearerScheme {
 struct ApiDoc;
 
 fn openapi_router(metrics_public: bool) -> OpenApiRouter<AppState> {
-    let v1 = OpenApiRouter::new()
-        .merge(system::routes())
-        .merge(ws::routes())
-        .merge(tokens::routes())
-        .merge(audit::routes());
+    let v1 =
+        OpenApiRouter::new().merge(system::routes()).merge(ws::routes()).merge(tokens::routes()).merge(audit::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .merge(ops::routes(metrics_public))
@@ -95,7 +95,9 @@ fn routes_and_docs(state: &AppState) -> Router<AppState> {
     // Install the metrics recorder before the first request is counted.
     let _ = crate::telemetry::prometheus();
     let (routes, doc) = openapi_router(state.settings.metrics.public).split_for_parts();
-    routes.fallback(|| async { StatusCode::NOT_FOUND }).merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))
+    routes
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))
 }
 
 /// `nosniff` everywhere; `no-store` on everything but the static docs.
@@ -116,7 +118,12 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH, HeaderName::from_static(REQUEST_ID_HEADER)])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                HeaderName::from_static(REQUEST_ID_HEADER),
+            ])
             .expose_headers([
                 HeaderName::from_static(REQUEST_ID_HEADER),
                 header::ETAG,

@@ -16,7 +16,11 @@ use crate::auth::{Scope, public, scoped};
 use crate::state::AppState;
 
 pub(crate) fn routes(metrics_public: bool) -> OpenApiRouter<AppState> {
-    let metrics = if metrics_public { public(routes!(prometheus_metrics)) } else { scoped(Scope::Read, routes!(prometheus_metrics)) };
+    let metrics = if metrics_public {
+        public(routes!(prometheus_metrics))
+    } else {
+        scoped(Scope::Read, routes!(prometheus_metrics))
+    };
     OpenApiRouter::new()
         .routes(public(routes!(live)))
         .routes(public(routes!(ready)))

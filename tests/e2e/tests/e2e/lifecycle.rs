@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use e2e::{free_port, spawn_binary};
 
-fn env_for(dir: &std::path::Path, port: u16) -> Vec<(&'static str, String)> {
+pub(crate) fn env_for(dir: &std::path::Path, port: u16) -> Vec<(&'static str, String)> {
     vec![
         ("HOMESERVER__SERVER__PORT", port.to_string()),
         ("HOMESERVER__DATABASE__PATH", dir.join("hs.db").display().to_string()),
@@ -17,7 +17,23 @@ fn env_for(dir: &std::path::Path, port: u16) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str, child: &mut Child) {
+/// `homeserver token create` on the same database: the token (last stdout line).
+pub(crate) fn cli_token(env: &[(&str, String)], name: &str, scope: &str) -> String {
+    let out = spawn_binary(&["token", "create", "--name", name, "--scope", scope], env).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout.lines().last().unwrap().to_owned();
+    assert!(token.starts_with("hs_"), "{stdout}");
+    token
+}
+
+fn authed(token: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder().default_headers(h).build().unwrap()
+}
+
+pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str, child: &mut Child) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         if let Ok(r) = client.get(format!("{base}/api/v1/system")).send().await
@@ -35,7 +51,7 @@ async fn wait_ready(client: &reqwest::Client, base: &str, child: &mut Child) {
     panic!("homeserver not serving within 30 s");
 }
 
-fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
     let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(ok.success());
     let start = Instant::now();
@@ -57,7 +73,7 @@ async fn sigterm_flushes_every_sample_and_a_restart_keeps_them() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = authed(&cli_token(&env_for(dir.path(), port), "e2e", "admin"));
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
 
     let mut child = spawn_binary(&["serve"], &env_for(dir.path(), port));

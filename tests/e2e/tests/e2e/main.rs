@@ -7,6 +7,7 @@ mod health;
 mod history;
 mod kernel;
 mod lifecycle;
+mod security;
 mod seed;
 mod streams;
 

@@ -1,0 +1,149 @@
+//! The audit log: a middleware that records every mutating request, and
+//! `GET /api/v1/audit`.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use homeserver_domain::{AuditFilter, AuditOutcome, AuditRecord, NewAuditRecord, Scope};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::dto::rfc3339;
+use super::error::{ApiError, Problem};
+use super::extract::ApiQuery;
+use crate::auth::{Caller, scoped};
+use crate::state::AppState;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(scoped(Scope::Admin, routes!(list_audit)))
+}
+
+/// Middleware: one audit record per mutating request (POST, PUT, PATCH,
+/// DELETE), written after the answer is known. Query strings are never
+/// recorded (they may carry an `access_token`).
+pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        return next.run(request).await;
+    }
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let action = format!("{} {}", request.method(), route.as_deref().unwrap_or(request.uri().path()));
+    let target = request.uri().path().to_owned();
+    let actor = request
+        .extensions()
+        .get::<Caller>()
+        .and_then(Caller::principal)
+        .map_or_else(|| "anonymous".to_owned(), |p| p.actor());
+    let request_id = request.headers().get(super::REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let client_ip =
+        request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let entry = NewAuditRecord {
+        timestamp: state.clock.now(),
+        actor,
+        action,
+        target,
+        outcome: AuditOutcome::from_status(status),
+        status,
+        request_id,
+        client_ip,
+    };
+    if let Err(e) = state.audit.record(&entry).await {
+        tracing::error!(error = %e, action = %entry.action, "could not write the audit record");
+    }
+    response
+}
+
+/// One audit record.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditDto {
+    /// Sequence number.
+    pub id: i64,
+    /// When (RFC 3339).
+    pub timestamp: String,
+    /// Who: token name and id, or `anonymous`.
+    pub actor: String,
+    /// Method and route (`DELETE /api/v1/tokens/{id}`).
+    pub action: String,
+    /// The path acted on.
+    pub target: String,
+    /// `success`, `denied` or `failure`.
+    pub outcome: String,
+    /// HTTP status answered.
+    pub status: u16,
+    /// The request's id.
+    pub request_id: Option<String>,
+    /// The client's address.
+    pub client_ip: Option<String>,
+}
+
+impl From<&AuditRecord> for AuditDto {
+    fn from(r: &AuditRecord) -> Self {
+        let e = &r.record;
+        Self {
+            id: r.id,
+            timestamp: rfc3339(e.timestamp),
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            target: e.target.clone(),
+            outcome: e.outcome.as_str().to_owned(),
+            status: e.status,
+            request_id: e.request_id.clone(),
+            client_ip: e.client_ip.clone(),
+        }
+    }
+}
+
+/// A page of audit records.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditListDto {
+    /// Records, newest first.
+    pub items: Vec<AuditDto>,
+    /// Matching records in all.
+    pub total: u64,
+    /// Page number.
+    pub page: u32,
+    /// Page size.
+    pub per_page: u32,
+}
+
+/// `GET /api/v1/audit` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Page, from 1.
+    #[param(minimum = 1)]
+    page: Option<u32>,
+    /// Items per page, 1..=100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    per_page: Option<u32>,
+    /// Only this actor (exact).
+    actor: Option<String>,
+    /// Only actions starting with this (`POST`, `DELETE /api/v1/tokens`).
+    action: Option<String>,
+}
+
+/// The audit log of mutating requests, newest first.
+#[utoipa::path(get, path = "/audit", tag = "tokens", operation_id = "list_audit",
+    params(AuditParams),
+    responses(
+        (status = 200, description = "A page of records", body = AuditListDto),
+        (status = 422, description = "`page` or `per_page` out of range", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_audit(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> Result<axum::Json<AuditListDto>, ApiError> {
+    let page = super::tokens::PageParams { page: params.page, per_page: params.per_page }.page()?;
+    let filter = AuditFilter { actor: params.actor, action: params.action };
+    let paged = state.audit.list(&filter, page).await.map_err(ApiError::internal)?;
+    Ok(axum::Json(AuditListDto {
+        items: paged.items.iter().map(AuditDto::from).collect(),
+        total: paged.total,
+        page: page.page(),
+        per_page: page.per_page(),
+    }))
+}
