@@ -87,6 +87,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod container;
 pub mod error;
 pub mod history;
 pub mod metric;
@@ -102,6 +103,12 @@ pub use access::{
 };
 #[cfg(any(test, feature = "mocks"))]
 pub use access::{MockAuditRepository, MockTokenRepository};
+#[cfg(any(test, feature = "mocks"))]
+pub use container::MockContainerRuntime;
+pub use container::{
+    ContainerConfig, ContainerName, ContainerRuntime, ContainerState, CreateSpec, ExecRequest, ExecResult, LogLine,
+    LogQuery, LogStream, MIN_MEMORY_BYTES, RestartPolicy, RuntimeContainer, RuntimeError, RuntimeKind,
+};
 pub use error::{FieldError, HistoryError, RepositoryError, SourceError};
 pub use history::{
     Aggregate, BucketPlan, HistoryQuery, HistoryResult, MAX_POINTS, Point, PruneReport, RetentionPolicy, RollupReport,
