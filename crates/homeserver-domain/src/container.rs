@@ -495,6 +495,50 @@ pub trait ContainerRuntime: Send + Sync {
     async fn stats(&self, runtime_id: &str) -> Result<ContainerStats, RuntimeError>;
 }
 
+/// What homeserver keeps about a container: its stable id and metadata.
+/// The state is never stored: it is always the runtime's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerRecord {
+    /// Stable id (a UUID), kept across restarts.
+    pub id: String,
+    /// Runtime.
+    pub runtime: RuntimeKind,
+    /// The runtime's id (Docker id, LXC name).
+    pub runtime_id: String,
+    /// Name.
+    pub name: String,
+    /// Docker image.
+    pub image: Option<String>,
+    /// LXC template.
+    pub template: Option<String>,
+    /// Created through homeserver.
+    pub managed: bool,
+    /// Profiles applied at creation, in order.
+    pub profiles: Vec<String>,
+    /// Effective settings.
+    pub config: ContainerConfig,
+    /// First seen or created.
+    pub created_at: UnixMillis,
+    /// Last changed.
+    pub updated_at: UnixMillis,
+}
+
+/// Stores container records.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ContainerRepository: Send + Sync {
+    /// Stores a new record (`AlreadyExists` for a taken id or runtime id).
+    async fn insert(&self, record: &ContainerRecord) -> Result<(), crate::RepositoryError>;
+    /// Replaces a record.
+    async fn update(&self, record: &ContainerRecord) -> Result<(), crate::RepositoryError>;
+    /// One record by id.
+    async fn get(&self, id: &str) -> Result<Option<ContainerRecord>, crate::RepositoryError>;
+    /// Every record.
+    async fn list(&self) -> Result<Vec<ContainerRecord>, crate::RepositoryError>;
+    /// Removes a record (no error when absent).
+    async fn delete(&self, id: &str) -> Result<(), crate::RepositoryError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

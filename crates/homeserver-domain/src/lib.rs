@@ -92,6 +92,7 @@ pub mod error;
 pub mod history;
 pub mod metric;
 pub mod monitoring;
+pub mod operation;
 pub mod page;
 pub mod ports;
 pub mod snapshot;
@@ -104,9 +105,9 @@ pub use access::{
 #[cfg(any(test, feature = "mocks"))]
 pub use access::{MockAuditRepository, MockTokenRepository};
 #[cfg(any(test, feature = "mocks"))]
-pub use container::MockContainerRuntime;
+pub use container::{MockContainerRepository, MockContainerRuntime};
 pub use container::{
-    ContainerConfig, ContainerName, ContainerRuntime, ContainerState, CreateSpec, ExecRequest, ExecResult, LogLine,
+    ContainerConfig, ContainerName, ContainerRecord, ContainerRepository, ContainerRuntime, ContainerState, CreateSpec, ExecRequest, ExecResult, LogLine,
     LogQuery, LogStream, MIN_MEMORY_BYTES, RestartPolicy, RuntimeContainer, RuntimeError, RuntimeKind,
 };
 pub use error::{FieldError, HistoryError, RepositoryError, SourceError};
@@ -117,6 +118,11 @@ pub use history::{
 pub use metric::{HistorySample, METRIC_COUNT, Metric, Unit, UnknownMetric};
 pub use monitoring::{
     HistoryService, HistoryWriter, SampleBuffer, Sampler, SamplerHealth, WriterSettings, WriterStats,
+};
+#[cfg(any(test, feature = "mocks"))]
+pub use operation::MockOperationRepository;
+pub use operation::{
+    BulkItem, Failure, Operation, OperationFilter, OperationKind, OperationOutput, OperationRepository, OperationStatus,
 };
 pub use page::{MAX_PER_PAGE, Page, Paged};
 pub use ports::{Clock, SnapshotPublisher, SnapshotRepository, SnapshotSource};
