@@ -88,6 +88,7 @@
 
 pub mod access;
 pub mod container;
+pub mod container_service;
 pub mod error;
 pub mod history;
 pub mod metric;
@@ -104,12 +105,14 @@ pub use access::{
 };
 #[cfg(any(test, feature = "mocks"))]
 pub use access::{MockAuditRepository, MockTokenRepository};
+pub use container::{
+    ContainerConfig, ContainerName, ContainerRecord, ContainerRepository, ContainerRuntime, ContainerState, CreateSpec,
+    ExecRequest, ExecResult, LogLine, LogQuery, LogStream, MIN_MEMORY_BYTES, RestartPolicy, RuntimeContainer,
+    RuntimeError, RuntimeKind,
+};
 #[cfg(any(test, feature = "mocks"))]
 pub use container::{MockContainerRepository, MockContainerRuntime};
-pub use container::{
-    ContainerConfig, ContainerName, ContainerRecord, ContainerRepository, ContainerRuntime, ContainerState, CreateSpec, ExecRequest, ExecResult, LogLine,
-    LogQuery, LogStream, MIN_MEMORY_BYTES, RestartPolicy, RuntimeContainer, RuntimeError, RuntimeKind,
-};
+pub use container_service::{Action, ContainerError, ContainerService, ContainerView, NewContainer};
 pub use error::{FieldError, HistoryError, RepositoryError, SourceError};
 pub use history::{
     Aggregate, BucketPlan, HistoryQuery, HistoryResult, MAX_POINTS, Point, PruneReport, RetentionPolicy, RollupReport,

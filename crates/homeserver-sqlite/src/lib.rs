@@ -63,6 +63,7 @@
 
 mod access;
 mod columns;
+mod containers;
 mod error;
 mod history;
 mod store;
