@@ -145,7 +145,8 @@ async fn run() {
     for round in 0..rounds {
         let url_on = format!("http://{full}/api/v1/system");
         let url_off = format!("http://{bare}/api/v1/system");
-        let order: [(bool, &str); 2] = if round % 2 == 0 { [(true, &url_on), (false, &url_off)] } else { [(false, &url_off), (true, &url_on)] };
+        let order: [(bool, &str); 2] =
+            if round % 2 == 0 { [(true, &url_on), (false, &url_off)] } else { [(false, &url_off), (true, &url_on)] };
         for (layered, url) in order {
             let r = wrk(&["-t", &t, "-c", &c, "-d", &d, "--latency", "-H", &auth, url]);
             assert_eq!(r.non_2xx, 0, "every request must succeed ({url})");
@@ -160,7 +161,9 @@ async fn run() {
     }
     let (on_m, off_m) = (median(on.clone()), median(off.clone()));
     println!("### Security and operations layer: cost on `GET /api/v1/system`\n");
-    println!("wrk -t2 -c{conns} -d{secs}s, {rounds} interleaved rounds, medians (per-round req/s: on {on:?}, off {off:?}).\n");
+    println!(
+        "wrk -t2 -c{conns} -d{secs}s, {rounds} interleaved rounds, medians (per-round req/s: on {on:?}, off {off:?}).\n"
+    );
     println!("| build | req/s | p99 ms |\n|---|---:|---:|");
     println!("| every layer on | {on_m:.0} | {:.2} |", median(on_p99));
     println!("| no layer (`bare_router`) | {off_m:.0} | {:.2} |", median(off_p99));
@@ -168,13 +171,25 @@ async fn run() {
 
     // Flood: bad tokens at 32 connections while a good client at 4 measures p99.
     println!("### A flood of bad tokens next to good clients\n");
-    println!("| round | bad-token requests | bad answered 401/429 | good req/s | good p99 ms |\n|---:|---:|---:|---:|---:|");
+    println!(
+        "| round | bad-token requests | bad answered 401/429 | good req/s | good p99 ms |\n|---:|---:|---:|---:|---:|"
+    );
     let mut good_p99 = Vec::new();
     for round in 0..rounds.min(3) {
         let url = format!("http://{full}/api/v1/system");
         let bad_url = url.clone();
         let bad = std::thread::spawn(move || {
-            wrk(&["-t", "1", "-c", "32", "-d", "4s", "-H", &format!("Authorization: Bearer hs_{}", "0".repeat(64)), &bad_url])
+            wrk(&[
+                "-t",
+                "1",
+                "-c",
+                "32",
+                "-d",
+                "4s",
+                "-H",
+                &format!("Authorization: Bearer hs_{}", "0".repeat(64)),
+                &bad_url,
+            ])
         });
         std::thread::sleep(Duration::from_millis(300));
         let good = wrk(&["-t", "1", "-c", "4", "-d", "3s", "--latency", "-H", &auth, &url]);

@@ -1,12 +1,10 @@
 //! Logs (tracing) and service metrics (the `metrics` facade rendered by the
 //! Prometheus exporter).
 
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::Method;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -49,19 +47,48 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// Middleware: counts requests and times them by method, route template and status.
-pub async fn track_http(request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels[..2]).record(start.elapsed().as_secs_f64());
-    response
+/// Per-route request counters and latency histograms, with their handles
+/// cached so a request costs two atomic updates, not a registry lookup.
+#[derive(Default)]
+pub struct HttpMetrics {
+    handles: Mutex<HashMap<(usize, Method, u16), Handles>>,
+}
+
+struct Handles {
+    route: Box<str>,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl HttpMetrics {
+    /// Counts one answered request.
+    pub fn record(&self, route: Option<&str>, method: &Method, status: u16, elapsed: std::time::Duration) {
+        let route = route.unwrap_or("unmatched");
+        // Route templates live in the router for its whole life: their
+        // address is a cheap key; the stored text guards against reuse.
+        let key = (route.as_ptr() as usize, method.clone(), status);
+        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = match handles.get(&key) {
+            Some(h) if *h.route == *route => h,
+            _ => {
+                let labels = [
+                    ("method", method.as_str().to_owned()),
+                    ("route", route.to_owned()),
+                    ("status", status.to_string()),
+                ];
+                let fresh = Handles {
+                    route: route.into(),
+                    requests: metrics::counter!("http_requests_total", &labels),
+                    duration: metrics::histogram!("http_request_duration_seconds", &labels[..2]),
+                };
+                handles.insert(key.clone(), fresh);
+                match handles.get(&key) {
+                    Some(h) => h,
+                    None => return,
+                }
+            }
+        };
+        entry.requests.increment(1);
+        entry.duration.record(elapsed.as_secs_f64());
+    }
 }

@@ -1,15 +1,14 @@
 //! One table of error codes, one problem+json renderer (RFC 9457).
 //!
 //! Handlers return [`ApiError`]. Its response carries the [`Problem`] as an
-//! extension; [`render_problems`] (a middleware every route passes through)
-//! fills in the request id and writes the body, and also turns the bare error
-//! responses of lower layers (404 fallback, 405, 408, 413) into problems.
+//! extension; [`finish_problem`] (called by the edge middleware every route
+//! passes through) fills in the request id and writes the body, and also
+//! turns the bare error responses of lower layers (404 fallback, 405, 408,
+//! 413) into problems.
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use homeserver_domain::FieldError;
 use serde::Serialize;
@@ -219,17 +218,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Middleware: every error response leaves as problem+json with the request id.
-pub async fn render_problems(request: Request, next: Next) -> Response {
-    let request_id =
-        request.headers().get(crate::api::REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let response = next.run(request).await;
+/// Turns an error response into problem+json carrying `request_id`:
+/// handlers' [`ApiError`]s get the id filled in; bare or plain-text errors of
+/// lower layers (router fallback, 405, timeout, body limit) become problems.
+/// Success responses and handlers' own JSON documents pass untouched.
+pub fn finish_problem(response: Response, request_id: Option<&HeaderValue>) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    // Handlers that answer an error status with their own JSON document
-    // (readiness) keep it; only bare or plain-text errors are rewritten.
     let own_document = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -242,7 +239,6 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
     let mut problem = match parts.extensions.remove::<Problem>() {
         Some(p) => p,
         None => {
-            // A bare error from a lower layer (router fallback, timeout, body limit).
             let code = ErrorCode::for_status(status);
             let detail = match code {
                 ErrorCode::NotFound => "no such route".to_owned(),
@@ -257,7 +253,7 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
             p
         }
     };
-    problem.request_id = request_id;
+    problem.request_id = request_id.and_then(|v| v.to_str().ok()).map(str::to_owned);
     let bytes = serde_json::to_vec(&problem).unwrap_or_default();
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     parts.headers.remove(header::CONTENT_LENGTH);

@@ -33,6 +33,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{self, Caller, OpenAccess, Security};
 use crate::state::AppState;
+use crate::telemetry::HttpMetrics;
 
 /// Header carrying the request id, echoed when the client sent one.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -100,15 +101,27 @@ fn routes_and_docs(state: &AppState) -> Router<AppState> {
         .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))
 }
 
-/// `nosniff` everywhere; `no-store` on everything but the static docs.
-async fn security_headers(request: Request, next: Next) -> Response {
+/// The edge of every request, in one middleware (one boxed future, not
+/// three): problem+json for every error with the request id, `nosniff`
+/// everywhere and `no-store` on everything but the static docs, and the
+/// request counter and latency histogram.
+async fn edge(
+    axum::extract::State(metrics): axum::extract::State<Arc<HttpMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let start = std::time::Instant::now();
+    let request_id = request.headers().get(REQUEST_ID_HEADER).cloned();
     let cacheable = request.uri().path().starts_with("/docs");
-    let mut response = next.run(request).await;
+    let method = request.method().clone();
+    let route = request.extensions().get::<axum::extract::MatchedPath>().cloned();
+    let mut response = error::finish_problem(next.run(request).await, request_id.as_ref());
     let headers = response.headers_mut();
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if !cacheable {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    metrics.record(route.as_ref().map(|r| r.as_str()), &method, response.status().as_u16(), start.elapsed());
     response
 }
 
@@ -137,9 +150,9 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 /// The whole application: routes, docs and the layers around them.
 ///
 /// Layer order, outermost first: request id → trace span (with the id) →
-/// problem rendering → security headers → CORS → metrics → timeout → body
-/// limit → authentication and rate limit → audit → per-route scope check →
-/// handler.
+/// edge (problem rendering, security headers, metrics) → CORS → timeout →
+/// body limit → authentication and rate limit → audit → per-route scope
+/// check → handler.
 pub fn router(state: AppState, security: Arc<Security>) -> Router {
     let settings = Arc::clone(&state.settings);
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
@@ -156,10 +169,8 @@ pub fn router(state: AppState, security: Arc<Security>) -> Router {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }))
             .layer(PropagateRequestIdLayer::new(request_id))
-            .layer(axum::middleware::from_fn(error::render_problems))
-            .layer(axum::middleware::from_fn(security_headers))
+            .layer(axum::middleware::from_fn_with_state(Arc::new(HttpMetrics::default()), edge))
             .option_layer(cors(&settings.server.cors_origins))
-            .layer(axum::middleware::from_fn(crate::telemetry::track_http))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 Duration::from_secs(settings.server.request_timeout_secs),
