@@ -128,6 +128,8 @@ async fn run() {
         clock: clock.clone(),
         tokens,
         audit: store.clone(),
+        containers: None,
+        operations: homeserver::operations::OperationRunner::new(store.clone(), clock.clone(), 1),
         shutdown,
     };
     // Limits as a deployment for one heavy client would set them: high enough

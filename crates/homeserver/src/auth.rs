@@ -23,7 +23,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock as _, DefaultClock};
+use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 pub use homeserver_domain::Scope;
 use homeserver_domain::TokenId;
@@ -137,8 +137,9 @@ impl Security {
         self.failures.shrink_to_fit();
     }
 
-    fn wait_time(result: Result<(), governor::NotUntil<governor::clock::QuantaInstant>>) -> Option<Duration> {
-        result.err().map(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    fn wait_time(&self, result: Result<(), governor::NotUntil<governor::clock::QuantaInstant>>) -> Option<Duration> {
+        // The limiter's own clock: building a new one probes the CPU each time.
+        result.err().map(|not_until| not_until.wait_time_from(self.requests.clock().now()))
     }
 
     fn too_many(wait: Duration, detail: &str) -> Response {
@@ -163,7 +164,7 @@ pub async fn authenticate(State(security): State<Arc<Security>>, request: Reques
         Ok(Some(p)) => p.token_id.clone().map_or_else(|| client_key(&parts.extensions), Key::Token),
         _ => client_key(&parts.extensions),
     };
-    if let Some(wait) = Security::wait_time(security.requests.check_key(&key)) {
+    if let Some(wait) = security.wait_time(security.requests.check_key(&key)) {
         return Security::too_many(wait, "request rate limit reached; retry later");
     }
     parts.extensions.insert(Caller(caller));
@@ -185,7 +186,7 @@ async fn require(scope: Scope, request: Request, next: Next) -> Response {
     };
     // Failed authentication spends the address's failure budget first.
     if let Some(security) = request.extensions().get::<Arc<Security>>()
-        && let Some(wait) = Security::wait_time(security.failures.check_key(&client_key(request.extensions())))
+        && let Some(wait) = security.wait_time(security.failures.check_key(&client_key(request.extensions())))
     {
         return Security::too_many(wait, "too many failed authentication attempts; retry later");
     }

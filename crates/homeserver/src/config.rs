@@ -43,8 +43,48 @@ pub struct Settings {
     pub publishing: PublishingSettings,
     /// `[websocket]`.
     pub websocket: WebSocketSettings,
+    /// `[containers]`.
+    pub containers: ContainerSettings,
+    /// `[docker]`.
+    pub docker: DockerSettings,
+    /// `[lxc]`.
+    pub lxc: LxcSettings,
     /// `[logging]`.
     pub logging: LoggingSettings,
+}
+
+/// `[containers]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSettings {
+    /// Operation workers.
+    pub workers: usize,
+}
+
+/// `[docker]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSettings {
+    /// Manage Docker.
+    pub enabled: bool,
+    /// Engine socket.
+    pub socket: PathBuf,
+    /// Per-call timeout.
+    pub timeout_secs: u64,
+}
+
+/// `[lxc]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LxcSettings {
+    /// Manage LXC.
+    pub enabled: bool,
+    /// Container folder; empty for LXC's default.
+    pub lxcpath: PathBuf,
+    /// `lxc-create -f` file; empty for none.
+    pub config: PathBuf,
+    /// Per-command timeout.
+    pub timeout_secs: u64,
 }
 
 /// `[server]`.
@@ -276,6 +316,9 @@ impl Settings {
         range("rate_limit.per_second", u64::from(self.rate_limit.per_second), 1, 1_000_000);
         range("rate_limit.burst", u64::from(self.rate_limit.burst), 1, 1_000_000);
         range("retention.audit_days", self.retention.audit_days, 1, 36_500);
+        range("containers.workers", self.containers.workers as u64, 1, 64);
+        range("docker.timeout_secs", self.docker.timeout_secs, 1, 3600);
+        range("lxc.timeout_secs", self.lxc.timeout_secs, 1, 3600);
         for (i, origin) in self.server.cors_origins.iter().enumerate() {
             let well_formed = (origin.starts_with("http://") || origin.starts_with("https://"))
                 && !origin.ends_with('/')

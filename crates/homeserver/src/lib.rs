@@ -27,6 +27,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod live;
+pub mod operations;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -109,6 +109,17 @@ impl Application {
         let source: Arc<dyn SnapshotSource> = Arc::new(source);
         let host_info = Arc::new(source.host_info().await.context("cannot read host facts")?);
 
+        let operations =
+            crate::operations::OperationRunner::new(store.clone(), Arc::clone(&clock), settings.containers.workers);
+        match operations.recover().await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(interrupted = n, "operations left running by the previous process were marked failed")
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot recover operations")),
+        }
+        let containers = container_service(&settings, store.clone(), Arc::clone(&clock), host_info.logical_cores);
+
         let hub = Arc::new(LiveHub::new(settings.websocket.client_queue));
         let repository: Arc<dyn SnapshotRepository> = store.clone();
         let interval_ms = settings.sampling.interval_ms as i64;
@@ -147,6 +158,8 @@ impl Application {
             clock,
             tokens,
             audit: store.clone(),
+            containers,
+            operations,
             shutdown: shutdown_rx,
         };
         let router = crate::api::router(state.clone(), Arc::clone(&security));
@@ -289,6 +302,37 @@ impl Application {
     }
 }
 
+/// The configured container runtimes over the store, or `None` when every
+/// runtime is disabled.
+fn container_service(
+    settings: &Settings,
+    store: Arc<SqliteStore>,
+    clock: Arc<dyn Clock>,
+    cores: u32,
+) -> Option<Arc<homeserver_domain::ContainerService>> {
+    let mut runtimes: Vec<Arc<dyn homeserver_domain::ContainerRuntime>> = Vec::new();
+    if settings.docker.enabled {
+        runtimes.push(Arc::new(homeserver_docker::DockerRuntime::connect(homeserver_docker::DockerOptions {
+            socket: settings.docker.socket.clone(),
+            timeout: Duration::from_secs(settings.docker.timeout_secs),
+        })));
+    }
+    if settings.lxc.enabled {
+        let path = |p: &std::path::Path| (!p.as_os_str().is_empty()).then(|| p.to_path_buf());
+        runtimes.push(Arc::new(homeserver_lxc::LxcRuntime::new(homeserver_lxc::LxcOptions {
+            lxcpath: path(&settings.lxc.lxcpath),
+            default_config: path(&settings.lxc.config),
+            command_timeout: Duration::from_secs(settings.lxc.timeout_secs),
+            ..homeserver_lxc::LxcOptions::default()
+        })));
+    }
+    if runtimes.is_empty() {
+        return None;
+    }
+    let ids: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(|| uuid::Uuid::new_v4().to_string());
+    Some(Arc::new(homeserver_domain::ContainerService::new(runtimes, store, clock, ids, cores)))
+}
+
 /// Serves `router` on `listener`, over TLS when `tls` names a certificate
 /// and key, until `shutdown` completes and the requests in flight drain.
 async fn serve(
@@ -324,7 +368,9 @@ async fn serve(
         .context("HTTPS server failed")
 }
 
-/// Periodic upkeep: forget idle rate-limit keys, prune the audit log.
+/// Periodic upkeep: drain recorded latencies into the Prometheus histograms
+/// (every 5 s, so they never pile up between scrapes), forget idle
+/// rate-limit keys (every minute), prune the audit log (every hour).
 async fn housekeeping(
     security: Arc<Security>,
     audit: Arc<dyn AuditRepository>,
@@ -332,15 +378,22 @@ async fn housekeeping(
     audit_days: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    let mut minutes = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tick.tick() => {}
         }
+        if let Some(handle) = crate::telemetry::prometheus() {
+            handle.run_upkeep();
+        }
+        ticks += 1;
+        if !ticks.is_multiple_of(12) {
+            continue;
+        }
         security.housekeeping();
-        if minutes.is_multiple_of(60) {
+        if ticks.is_multiple_of(12 * 60) {
             let before = clock.now().add_millis(-(audit_days as i64) * UnixMillis::DAY);
             match audit.prune(before).await {
                 Ok(0) => {}
@@ -348,7 +401,6 @@ async fn housekeeping(
                 Err(e) => tracing::warn!(error = %e, "audit log prune failed"),
             }
         }
-        minutes += 1;
     }
 }
 

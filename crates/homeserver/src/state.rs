@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use homeserver_domain::{AuditRepository, Clock, HistoryService, HostInfo, SamplerHealth, WriterStats};
+use homeserver_domain::{
+    AuditRepository, Clock, ContainerService, HistoryService, HostInfo, SamplerHealth, WriterStats,
+};
 use tokio::sync::watch;
 
 use crate::config::Settings;
@@ -40,6 +42,14 @@ pub struct AppState {
     pub tokens: Arc<TokenAdmin>,
     /// The audit log.
     pub audit: Arc<dyn AuditRepository>,
+    /// Containers, when a runtime is configured.
+    pub containers: Option<Arc<ContainerService>>,
+    /// Long-running work.
+    pub operations: Arc<crate::operations::OperationRunner>,
     /// Flips to `true` when the service is shutting down.
     pub shutdown: watch::Receiver<bool>,
 }
+
+/// The state as routes hold it: one `Arc`, so the per-request clones of
+/// handlers and middleware cost one atomic increment, not one per field.
+pub type Shared = Arc<AppState>;

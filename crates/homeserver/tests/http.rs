@@ -104,6 +104,12 @@ impl Harness {
             clock: clock(),
             tokens: Arc::new(TokenAdmin::new(TokenService::new(Arc::new(self.tokens), clock()), None)),
             audit: Arc::new(self.audit),
+            containers: None,
+            operations: homeserver::operations::OperationRunner::new(
+                Arc::new(homeserver_domain::MockOperationRepository::new()),
+                clock(),
+                1,
+            ),
             shutdown,
         };
         homeserver::api::router(state, Arc::new(Security::new(self.authenticator, self.limits)))

@@ -15,16 +15,16 @@ use super::dto::rfc3339;
 use super::error::{ApiError, Problem};
 use super::extract::ApiQuery;
 use crate::auth::{Caller, scoped};
-use crate::state::AppState;
+use crate::state::Shared;
 
-pub(crate) fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new().routes(scoped(Scope::Admin, routes!(list_audit)))
 }
 
 /// Middleware: one audit record per mutating request (POST, PUT, PATCH,
 /// DELETE), written after the answer is known. Query strings are never
 /// recorded (they may carry an `access_token`).
-pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn record(State(state): State<Shared>, request: Request, next: Next) -> Response {
     if !matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
         return next.run(request).await;
     }
@@ -134,7 +134,7 @@ pub struct AuditParams {
         (status = 422, description = "`page` or `per_page` out of range", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_audit(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<axum::Json<AuditListDto>, ApiError> {
     let page = super::tokens::PageParams { page: params.page, per_page: params.per_page }.page()?;

@@ -2,9 +2,11 @@
 //! through, and the OpenAPI document generated from them.
 
 pub mod audit;
+pub mod containers;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod operations;
 pub mod ops;
 pub mod seed;
 pub mod system;
@@ -32,7 +34,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{self, Caller, OpenAccess, Security};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::telemetry::HttpMetrics;
 
 /// Header carrying the request id, echoed when the client sent one.
@@ -71,15 +73,21 @@ impl Modify for BearerScheme {
         (name = "operations", description = "Health, version and metrics"),
         (name = "streams", description = "WebSocket streams"),
         (name = "tokens", description = "API tokens and the audit log"),
+        (name = "containers", description = "Docker and LXC containers, and the operations acting on them"),
         (name = "seed", description = "Routes compatible with clients of the original homeserver (camelCase)"),
     ),
     components(schemas(error::Problem, error::ErrorCode, error::ProblemField))
 )]
 struct ApiDoc;
 
-fn openapi_router(metrics_public: bool) -> OpenApiRouter<AppState> {
-    let v1 =
-        OpenApiRouter::new().merge(system::routes()).merge(ws::routes()).merge(tokens::routes()).merge(audit::routes());
+fn openapi_router(metrics_public: bool) -> OpenApiRouter<Shared> {
+    let v1 = OpenApiRouter::new()
+        .merge(system::routes())
+        .merge(ws::routes())
+        .merge(tokens::routes())
+        .merge(audit::routes())
+        .merge(containers::routes())
+        .merge(operations::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .merge(ops::routes(metrics_public))
@@ -92,7 +100,7 @@ pub fn openapi() -> OpenApiDoc {
     doc
 }
 
-fn routes_and_docs(state: &AppState) -> Router<AppState> {
+fn routes_and_docs(state: &AppState) -> Router<Shared> {
     // Install the metrics recorder before the first request is counted.
     let _ = crate::telemetry::prometheus();
     let (routes, doc) = openapi_router(state.settings.metrics.public).split_for_parts();
@@ -154,6 +162,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 /// body limit → authentication and rate limit → audit → per-route scope
 /// check → handler.
 pub fn router(state: AppState, security: Arc<Security>) -> Router {
+    let state: Shared = Arc::new(state);
     let settings = Arc::clone(&state.settings);
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let app = routes_and_docs(&state)
@@ -184,6 +193,7 @@ pub fn router(state: AppState, security: Arc<Security>) -> Router {
 /// administrator. Only for measuring what the layers cost; never served.
 #[doc(hidden)]
 pub fn bare_router(state: AppState) -> Router {
+    let state: Shared = Arc::new(state);
     let caller = Caller(OpenAccess::default().authenticate_any());
     routes_and_docs(&state).layer(axum::Extension(caller)).with_state(state)
 }

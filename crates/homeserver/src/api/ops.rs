@@ -13,9 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Scope, public, scoped};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 
-pub(crate) fn routes(metrics_public: bool) -> OpenApiRouter<AppState> {
+pub(crate) fn routes(metrics_public: bool) -> OpenApiRouter<Shared> {
     let metrics = if metrics_public {
         public(routes!(prometheus_metrics))
     } else {
@@ -74,7 +74,7 @@ fn check(ok: bool, detail: Option<String>) -> CheckDto {
         (status = 200, description = "Ready or degraded", body = ReadyDto),
         (status = 503, description = "A required dependency is down", body = ReadyDto),
     ))]
-async fn ready(State(state): State<AppState>) -> Response {
+async fn ready(State(state): State<Shared>) -> Response {
     let mut checks = BTreeMap::new();
     let db = state.database.check().await;
     let db_ok = db.is_ok();
@@ -135,7 +135,7 @@ async fn version() -> Json<VersionDto> {
 /// Needs a `read` token unless `metrics.public = true`.
 #[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4")))]
-async fn prometheus_metrics(State(state): State<AppState>) -> Response {
+async fn prometheus_metrics(State(state): State<Shared>) -> Response {
     let mut out = String::with_capacity(8 * 1024);
     render_host(&state, &mut out);
     render_service(&state, &mut out);

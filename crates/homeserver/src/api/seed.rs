@@ -27,12 +27,12 @@ use super::system::{history_error, parse_range};
 use super::ws::{SessionLimits, configure, send};
 use crate::auth::{Scope, WsSlot, scoped};
 use crate::live::Published;
-use crate::state::AppState;
+use crate::state::Shared;
 
 /// Most snapshots one `/api/history` call returns.
 pub const MAX_SEED_POINTS: u32 = 10_000;
 
-pub(crate) fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(scoped(Scope::Read, routes!(ws_cpu)))
         .routes(scoped(Scope::Read, routes!(ws_ram)))
@@ -385,7 +385,7 @@ struct InfoFrame<'a> {
 /// Each message is a `SeedCpu` object.
 #[utoipa::path(get, path = "/ws/cpu", tag = "seed", operation_id = "seed_ws_cpu",
     responses((status = 101, description = "Switching to the WebSocket protocol; messages are `SeedCpu`")))]
-async fn ws_cpu(State(state): State<AppState>, slot: WsSlot, ws: WebSocketUpgrade) -> Response {
+async fn ws_cpu(State(state): State<Shared>, slot: WsSlot, ws: WebSocketUpgrade) -> Response {
     watch_feed(state.clone(), slot, ws, state.hub.subscribe_cpu())
 }
 
@@ -394,12 +394,12 @@ async fn ws_cpu(State(state): State<AppState>, slot: WsSlot, ws: WebSocketUpgrad
 /// Each message is a `SeedRam` object.
 #[utoipa::path(get, path = "/ws/ram", tag = "seed", operation_id = "seed_ws_ram",
     responses((status = 101, description = "Switching to the WebSocket protocol; messages are `SeedRam`")))]
-async fn ws_ram(State(state): State<AppState>, slot: WsSlot, ws: WebSocketUpgrade) -> Response {
+async fn ws_ram(State(state): State<Shared>, slot: WsSlot, ws: WebSocketUpgrade) -> Response {
     watch_feed(state.clone(), slot, ws, state.hub.subscribe_ram())
 }
 
 fn watch_feed(
-    state: AppState,
+    state: Shared,
     slot: WsSlot,
     ws: WebSocketUpgrade,
     mut feed: watch::Receiver<Option<Utf8Bytes>>,
@@ -428,7 +428,7 @@ fn watch_feed(
 /// following message is a `SeedSnapshot`.
 #[utoipa::path(get, path = "/ws/system", tag = "seed", operation_id = "seed_ws_system",
     responses((status = 101, description = "Switching to the WebSocket protocol; messages as described")))]
-async fn ws_system(State(state): State<AppState>, slot: WsSlot, ws: WebSocketUpgrade) -> Response {
+async fn ws_system(State(state): State<Shared>, slot: WsSlot, ws: WebSocketUpgrade) -> Response {
     let limits = SessionLimits::from_state(&state);
     let info = SeedSystemInfo::from(state.host_info.as_ref());
     let first = serde_json::to_string(&InfoFrame { kind: "info", system_info: &info }).unwrap_or_default();
@@ -513,7 +513,7 @@ async fn run_feed<S, R, E, F, Fut>(
 /// Host facts in the seed format.
 #[utoipa::path(get, path = "/api/info", tag = "seed", operation_id = "seed_info",
     responses((status = 200, description = "The `systemInfo` object", body = SeedSystemInfo)))]
-async fn api_info(State(state): State<AppState>) -> Json<SeedSystemInfo> {
+async fn api_info(State(state): State<Shared>) -> Json<SeedSystemInfo> {
     Json(SeedSystemInfo::from(state.host_info.as_ref()))
 }
 
@@ -559,7 +559,7 @@ fn parse_resolution(r: &str) -> Result<i64, ApiError> {
         (status = 503, description = "History is disabled or unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn api_history(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     ApiQuery(params): ApiQuery<SeedHistoryParams>,
 ) -> Result<Json<Vec<SeedSnapshot>>, ApiError> {
     let history = state.history.as_ref().ok_or_else(|| {

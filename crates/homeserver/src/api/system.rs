@@ -13,9 +13,9 @@ use super::dto::{self, HistoryDto, MetricDto, MetricListDto, SnapshotDto, System
 use super::error::{ApiError, ErrorCode, Problem};
 use super::extract::ApiQuery;
 use crate::auth::{Scope, scoped};
-use crate::state::AppState;
+use crate::state::Shared;
 
-pub(crate) fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(scoped(Scope::Read, routes!(get_system)))
         .routes(scoped(Scope::Read, routes!(get_system_info)))
@@ -32,7 +32,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         (status = 200, description = "The latest snapshot", body = SnapshotDto),
         (status = 503, description = "No snapshot taken yet (just started)", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn get_system(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn get_system(State(state): State<Shared>) -> Result<Response, ApiError> {
     let published = state.hub.latest().ok_or_else(|| {
         ApiError::new(ErrorCode::ServiceUnavailable, "no snapshot has been taken yet; retry in a second")
     })?;
@@ -44,7 +44,7 @@ async fn get_system(State(state): State<AppState>) -> Result<Response, ApiError>
 /// Static facts about the host.
 #[utoipa::path(get, path = "/system/info", tag = "system", operation_id = "get_system_info",
     responses((status = 200, description = "Host facts", body = SystemInfoDto)))]
-async fn get_system_info(State(state): State<AppState>) -> axum::Json<SystemInfoDto> {
+async fn get_system_info(State(state): State<Shared>) -> axum::Json<SystemInfoDto> {
     axum::Json(SystemInfoDto::new(&state.host_info, state.clock.now()))
 }
 
@@ -99,7 +99,7 @@ pub(crate) fn parse_range(
         (status = 503, description = "History is disabled or its store is unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_history(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<axum::Json<HistoryDto>, ApiError> {
     let history = state.history.as_ref().ok_or_else(|| {

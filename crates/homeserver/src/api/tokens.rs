@@ -13,9 +13,9 @@ use super::dto::{parse_instant, rfc3339};
 use super::error::{ApiError, ErrorCode, Problem};
 use super::extract::{ApiJson, ApiQuery};
 use crate::auth::scoped;
-use crate::state::AppState;
+use crate::state::Shared;
 
-pub(crate) fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(scoped(Scope::Admin, routes!(create_token, list_tokens)))
         .routes(scoped(Scope::Admin, routes!(revoke_token)))
@@ -126,7 +126,7 @@ fn token_error(e: TokenError) -> ApiError {
         (status = 422, description = "Invalid name, scopes or expiry", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_token(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     ApiJson(req): ApiJson<TokenCreateRequest>,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
@@ -170,7 +170,7 @@ async fn create_token(
         (status = 422, description = "`page` or `per_page` out of range", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_tokens(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<axum::Json<TokenListDto>, ApiError> {
     let page = params.page()?;
@@ -191,7 +191,7 @@ async fn list_tokens(
         (status = 204, description = "Revoked"),
         (status = 404, description = "No such token", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn revoke_token(State(state): State<Shared>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     if id.is_empty() || id.len() > 64 {
         return Err(ApiError::new(ErrorCode::NotFound, "no token with that id"));
     }

@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Scope, WsSlot, scoped};
 use crate::live::{LiveHub, Published};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 
 /// Topics a client may subscribe to in this build.
 pub const TOPICS: &[&str] = &["snapshots"];
@@ -30,7 +30,7 @@ pub const TOPICS: &[&str] = &["snapshots"];
 /// Close code sent when the server shuts down.
 const GOING_AWAY: u16 = 1001;
 
-pub(crate) fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new().routes(scoped(Scope::Read, routes!(ws_v1)))
 }
 
@@ -71,7 +71,7 @@ pub(crate) fn configure(ws: WebSocketUpgrade) -> WebSocketUpgrade {
         (status = 400, description = "Not a WebSocket upgrade request", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "The token holds `websocket.max_connections_per_token` connections already", body = super::error::Problem, content_type = "application/problem+json"),
     ))]
-async fn ws_v1(State(state): State<AppState>, slot: WsSlot, ws: WebSocketUpgrade) -> Response {
+async fn ws_v1(State(state): State<Shared>, slot: WsSlot, ws: WebSocketUpgrade) -> Response {
     let limits = SessionLimits::from_state(&state);
     configure(ws).on_upgrade(move |socket: WebSocket| async move {
         let _slot = slot;
