@@ -26,6 +26,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod container_stats;
 pub mod live;
 pub mod operations;
 pub mod startup;

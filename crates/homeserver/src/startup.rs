@@ -55,6 +55,7 @@ pub struct Application {
     security: Arc<Security>,
     token_table: Arc<TokenTable>,
     initial_token: Option<String>,
+    figures: Arc<crate::container_stats::ContainerFigures>,
 }
 
 /// Name of the admin token made at first start.
@@ -145,6 +146,11 @@ impl Application {
         } else {
             (None, None, None)
         };
+        let figures = Arc::new(crate::container_stats::ContainerFigures::default());
+        let source: Arc<dyn SnapshotSource> = match &containers {
+            Some(_) => Arc::new(crate::container_stats::WithContainers::new(source, Arc::clone(&figures))),
+            None => source,
+        };
         let sampler = Sampler::new(source, hub.clone(), Arc::clone(&clock), buffer, interval_ms);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let state = AppState {
@@ -178,6 +184,7 @@ impl Application {
             security,
             token_table,
             initial_token,
+            figures,
         })
     }
 
@@ -215,6 +222,7 @@ impl Application {
             security,
             token_table,
             initial_token: _,
+            figures,
         } = self;
         let settings = Arc::clone(&state.settings);
         tracing::info!(%local_addr, database = %settings.database.path.display(), "homeserver listening");
@@ -248,6 +256,16 @@ impl Application {
             state.shutdown.clone(),
         ));
 
+        let collector = tokio::spawn({
+            let shutdown = state.shutdown.clone();
+            let every = Duration::from_millis(settings.sampling.interval_ms);
+            let service = state.containers.clone();
+            async move {
+                if let Some(service) = service {
+                    crate::container_stats::collect(service, figures, every, shutdown).await;
+                }
+            }
+        });
         let server_shutdown = {
             let shutdown_tx = shutdown_tx.clone();
             let stop_tx = stop_tx.clone();
@@ -284,7 +302,7 @@ impl Application {
         {
             tracing::error!(error = %e, "history writer task failed");
         }
-        for task in [tickers, follow_tokens, housekeeping] {
+        for task in [tickers, follow_tokens, housekeeping, collector] {
             task.abort();
             let _ = task.await;
         }

@@ -62,6 +62,8 @@ struct Harness {
     authenticator: Arc<dyn Authenticator>,
     limits: Limits,
     body_limit: Option<usize>,
+    containers: Option<Arc<homeserver_domain::ContainerService>>,
+    ops: homeserver_domain::MockOperationRepository,
 }
 
 impl Harness {
@@ -78,6 +80,8 @@ impl Harness {
             authenticator: Arc::new(OpenAccess::default()),
             limits: generous(),
             body_limit: None,
+            containers: None,
+            ops: homeserver_domain::MockOperationRepository::new(),
         }
     }
 
@@ -104,12 +108,8 @@ impl Harness {
             clock: clock(),
             tokens: Arc::new(TokenAdmin::new(TokenService::new(Arc::new(self.tokens), clock()), None)),
             audit: Arc::new(self.audit),
-            containers: None,
-            operations: homeserver::operations::OperationRunner::new(
-                Arc::new(homeserver_domain::MockOperationRepository::new()),
-                clock(),
-                1,
-            ),
+            containers: self.containers,
+            operations: homeserver::operations::OperationRunner::new(Arc::new(self.ops), clock(), 1),
             shutdown,
         };
         homeserver::api::router(state, Arc::new(Security::new(self.authenticator, self.limits)))
@@ -493,4 +493,233 @@ async fn api_responses_carry_nosniff_and_no_store() {
         send(Harness::new().router(), Request::get("/health/live").body(Body::empty()).unwrap()).await;
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["cache-control"], "no-store");
+}
+
+mod containers {
+    use super::*;
+    use homeserver_domain::{
+        ContainerConfig, ContainerRecord, ContainerService, ContainerState, MockContainerRepository,
+        MockContainerRuntime, RuntimeContainer, RuntimeError, RuntimeKind,
+    };
+
+    fn record(id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            runtime: RuntimeKind::Docker,
+            runtime_id: format!("d-{id}"),
+            name: name.into(),
+            image: Some("img".into()),
+            template: None,
+            managed: true,
+            profiles: vec![],
+            config: ContainerConfig::default(),
+            created_at: UnixMillis(1),
+            updated_at: UnixMillis(1),
+        }
+    }
+
+    fn live(state: ContainerState) -> RuntimeContainer {
+        RuntimeContainer {
+            runtime_id: "d-a".into(),
+            name: "web".into(),
+            image: Some("img".into()),
+            state,
+            config: ContainerConfig::default(),
+            created_at: None,
+            started_at: None,
+        }
+    }
+
+    fn service(rt: MockContainerRuntime, repo: MockContainerRepository) -> Arc<ContainerService> {
+        let ids: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(|| "new-id".to_owned());
+        Arc::new(ContainerService::new(vec![Arc::new(rt)], Arc::new(repo), clock(), ids, 2))
+    }
+
+    fn docker() -> MockContainerRuntime {
+        let mut rt = MockContainerRuntime::new();
+        rt.expect_kind().return_const(RuntimeKind::Docker);
+        rt
+    }
+
+    fn harness(rt: MockContainerRuntime, repo: MockContainerRepository) -> Harness {
+        let mut h = Harness::with_scoped_tokens();
+        h.containers = Some(service(rt, repo));
+        h
+    }
+
+    #[tokio::test]
+    async fn create_refuses_bad_fields_with_422_naming_them_and_never_calls_the_engine() {
+        let mut rt = docker();
+        rt.expect_create().never();
+        let mut repo = MockContainerRepository::new();
+        repo.expect_list().returning(|| Ok(vec![]));
+        let body =
+            r#"{"name":"-bad","runtime":"docker","image":"img","config":{"memory_limit_bytes":1024,"cpu_limit":64}}"#;
+        let (status, headers, body) =
+            send(harness(rt, repo).router(), post_json("/api/v1/containers", "operate", body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_problem(status, &headers, &body, "VALIDATION_FAILED");
+        let fields: Vec<&str> =
+            body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        assert_eq!(fields, ["name"], "the name fails first: {body}");
+        let body2 =
+            r#"{"name":"ok","runtime":"docker","image":"img","config":{"memory_limit_bytes":1024,"cpu_limit":64}}"#;
+        let mut rt = docker();
+        rt.expect_create().never();
+        let mut repo = MockContainerRepository::new();
+        repo.expect_list().returning(|| Ok(vec![]));
+        let (status, _, body) =
+            send(harness(rt, repo).router(), post_json("/api/v1/containers", "operate", body2)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        let fields: Vec<&str> =
+            body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        assert_eq!(fields, ["config.cpu_limit", "config.memory_limit_bytes"]);
+    }
+
+    #[tokio::test]
+    async fn a_taken_name_is_409_and_an_unknown_runtime_422() {
+        let mut repo = MockContainerRepository::new();
+        repo.expect_list().returning(|| Ok(vec![record("a", "web")]));
+        let (status, headers, body) = send(
+            harness(docker(), repo).router(),
+            post_json("/api/v1/containers", "operate", r#"{"name":"web","runtime":"docker","image":"img"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_problem(status, &headers, &body, "CONFLICT");
+        let (status, _, body) = send(
+            harness(docker(), MockContainerRepository::new()).router(),
+            post_json("/api/v1/containers", "operate", r#"{"name":"web","runtime":"podman","image":"img"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["errors"][0]["field"], "runtime");
+    }
+
+    #[tokio::test]
+    async fn create_is_202_with_a_location_to_the_operation() {
+        let mut repo = MockContainerRepository::new();
+        repo.expect_list().returning(|| Ok(vec![]));
+        repo.expect_insert().returning(|_| Ok(()));
+        let mut rt = docker();
+        rt.expect_create().returning(|_| Ok("d-new".into()));
+        let mut h = harness(rt, repo);
+        h.ops.expect_insert().returning(|_| Ok(()));
+        h.ops.expect_get().returning(|_| Ok(None));
+        h.ops.expect_update().returning(|_| Ok(()));
+        let (status, headers, body) = send(
+            h.router(),
+            post_json("/api/v1/containers", "operate", r#"{"name":"web","runtime":"docker","image":"img"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(
+            headers["location"].to_str().unwrap(),
+            format!("/api/v1/operations/{}", body["id"].as_str().unwrap())
+        );
+        assert_eq!(body["kind"], "container.create");
+        assert_eq!(body["status"], "pending");
+    }
+
+    #[tokio::test]
+    async fn deleting_a_running_container_without_force_is_409_container_running() {
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|_| Ok(Some(record("a", "web"))));
+        let mut rt = docker();
+        rt.expect_inspect().returning(|_| Ok(live(ContainerState::Running)));
+        rt.expect_remove().never();
+        let req = Request::delete("/api/v1/containers/a")
+            .header("authorization", "Bearer operate")
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, body) = send(harness(rt, repo).router(), req).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_problem(status, &headers, &body, "CONTAINER_RUNNING");
+    }
+
+    #[tokio::test]
+    async fn exec_in_a_stopped_container_is_409_and_unknown_ids_404() {
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|id| Ok((id == "a").then(|| record("a", "web"))));
+        let mut rt = docker();
+        rt.expect_inspect().returning(|_| Ok(live(ContainerState::Stopped)));
+        rt.expect_exec().never();
+        let router = harness(rt, repo).router();
+        let (status, _, body) =
+            send(router.clone(), post_json("/api/v1/containers/a/exec", "operate", r#"{"command":["true"]}"#)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let (status, _, _) =
+            send(router.clone(), post_json("/api/v1/containers/zz/exec", "operate", r#"{"command":["true"]}"#)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, body) =
+            send(router, post_json("/api/v1/containers/a/exec", "operate", r#"{"command":["true"],"timeout_secs":0}"#))
+                .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["errors"][0]["field"], "timeout_secs");
+    }
+
+    #[tokio::test]
+    async fn a_down_engine_is_503_runtime_unavailable() {
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|_| Ok(Some(record("a", "web"))));
+        let mut rt = docker();
+        rt.expect_inspect()
+            .returning(|_| Err(RuntimeError::Unavailable { runtime: RuntimeKind::Docker, reason: "no socket".into() }));
+        let req =
+            Request::get("/api/v1/containers/a").header("authorization", "Bearer read").body(Body::empty()).unwrap();
+        let (status, headers, body) = send(harness(rt, repo).router(), req).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_problem(status, &headers, &body, "RUNTIME_UNAVAILABLE");
+    }
+
+    #[tokio::test]
+    async fn bulk_and_action_inputs_are_validated() {
+        let router = harness(docker(), MockContainerRepository::new()).router();
+        let (status, _, body) = send(
+            router.clone(),
+            post_json("/api/v1/containers/bulk", "operate", r#"{"action":"explode","ids":[],"max_parallel":99}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        let fields: Vec<&str> =
+            body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        assert_eq!(fields, ["action", "ids", "max_parallel"]);
+        let (status, _, _) = send(router.clone(), post_json("/api/v1/containers/a/explode", "operate", "{}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, _) =
+            send(router, post_json("/api/v1/containers/a/stop?timeout_secs=9999", "operate", "{}")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[tokio::test]
+    async fn read_tokens_cannot_change_containers() {
+        let (status, _, _) = send(
+            harness(docker(), MockContainerRepository::new()).router(),
+            post_json("/api/v1/containers", "read", r#"{"name":"web","runtime":"docker","image":"img"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn unknown_operations_are_404_and_bad_filters_422() {
+        let mut h = Harness::with_scoped_tokens();
+        h.ops.expect_get().returning(|_| Ok(None));
+        let router = h.router();
+        let get = |uri: &str| Request::get(uri).header("authorization", "Bearer read").body(Body::empty()).unwrap();
+        assert_eq!(send(router.clone(), get("/api/v1/operations/nope")).await.0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            send(router.clone(), get("/api/v1/operations/nope/wait?timeout_secs=1")).await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            send(router.clone(), get("/api/v1/operations?status=sleeping")).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let del = Request::delete("/api/v1/operations/nope")
+            .header("authorization", "Bearer operate")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(router, del).await.0, StatusCode::NOT_FOUND);
+    }
 }

@@ -37,7 +37,7 @@ pub(crate) fn routes() -> OpenApiRouter<Shared> {
 }
 
 /// Container settings, the same for every runtime.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerConfigDto {
     /// CPUs (fractional), 0 < cpu_limit ≤ host cores.
@@ -64,6 +64,12 @@ pub struct ContainerConfigDto {
 
 fn default_policy() -> String {
     "no".to_owned()
+}
+
+impl Default for ContainerConfigDto {
+    fn default() -> Self {
+        Self::from(&ContainerConfig::default())
+    }
 }
 
 impl ContainerConfigDto {
