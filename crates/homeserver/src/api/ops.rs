@@ -90,16 +90,21 @@ async fn ready(State(state): State<Shared>) -> Response {
     let sampler_detail = (!sampler_ok)
         .then(|| format!("no good sample recently ({} consecutive failures)", state.sampler.consecutive_failures()));
     checks.insert("sampler".to_owned(), check(sampler_ok, sampler_detail));
-    for runtime in ["docker", "lxc"] {
-        checks.insert(
-            runtime.to_owned(),
-            CheckDto {
-                status: "disabled".to_owned(),
-                detail: Some("container runtimes are not wired in this build".to_owned()),
+    for kind in homeserver_domain::RuntimeKind::ALL {
+        let check = match state.containers.as_ref().and_then(|c| c.runtime(kind).ok()) {
+            None => CheckDto { status: "disabled".to_owned(), detail: None },
+            Some(runtime) => match tokio::time::timeout(std::time::Duration::from_secs(2), runtime.ping()).await {
+                Ok(Ok(())) => CheckDto { status: "ok".to_owned(), detail: None },
+                Ok(Err(e)) => CheckDto { status: "unavailable".to_owned(), detail: Some(e.to_string()) },
+                Err(_) => {
+                    CheckDto { status: "unavailable".to_owned(), detail: Some("no answer within 2 s".to_owned()) }
+                }
             },
-        );
+        };
+        checks.insert(kind.as_str().to_owned(), check);
     }
-    let degraded = checks.values().any(|c| c.status == "degraded" || c.status == "unavailable");
+    // A missing container runtime degrades the service; it does not stop it.
+    let degraded = checks.values().any(|c| c.status == "unavailable");
     let (code, status) = match (db_ok && sampler_ok, degraded) {
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         (true, true) => (StatusCode::OK, "degraded"),

@@ -6,7 +6,9 @@ async fn live_ready_and_version_answer_without_setup() {
     assert_eq!(app.get_json("/health/live").await, serde_json::json!({"status": "ok"}));
     app.wait_for_snapshot().await;
     let ready = app.get_json("/health/ready").await;
-    assert_eq!(ready["status"], "ready", "{ready}");
+    // Container engines are optional: without them the service is degraded, still 200.
+    let engines_up = ["docker", "lxc"].iter().all(|k| ready["checks"][k]["status"] != "unavailable");
+    assert_eq!(ready["status"], if engines_up { "ready" } else { "degraded" }, "{ready}");
     assert_eq!(ready["checks"]["database"]["status"], "ok");
     assert_eq!(ready["checks"]["sampler"]["status"], "ok");
     for key in ["docker", "lxc"] {

@@ -1,0 +1,219 @@
+//! Containers through the API against the real engines: what the API does,
+//! `docker inspect` and `lxc-info` see.
+
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::{TestApp, spawn_app_with};
+
+/// The engine is reachable, else a visible skip (or a failure in CI).
+fn engine_ready(name: &str, probe: &mut Command) -> bool {
+    let ok = probe.output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var("HOMESERVER_REQUIRE_ENGINES").as_deref() != Ok("1"),
+            "{name} is required (HOMESERVER_REQUIRE_ENGINES=1) but not available: run scripts/engines-up"
+        );
+        eprintln!("SKIPPED: {name} not available (run scripts/engines-up; HOMESERVER_REQUIRE_ENGINES=1 fails instead)");
+    }
+    ok
+}
+
+fn docker() -> Command {
+    // Debian's client matches Debian's engine.
+    let bin = if std::path::Path::new("/usr/bin/docker").exists() { "/usr/bin/docker" } else { "docker" };
+    Command::new(bin)
+}
+
+fn image() -> String {
+    std::env::var("HOMESERVER_TEST_DOCKER_IMAGE").unwrap_or_else(|_| "homeserver-test/busybox:latest".to_owned())
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid_like()[..8])
+}
+
+fn uuid_like() -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:016x}", t ^ u128::from(std::process::id()) << 32)
+}
+
+/// Force-removes Docker containers by name when the test ends, pass or fail.
+struct DockerGuard(Vec<String>);
+
+impl Drop for DockerGuard {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = docker().args(["rm", "-f", name]).output();
+        }
+    }
+}
+
+async fn wait_op(app: &TestApp, response: reqwest::Response) -> serde_json::Value {
+    assert_eq!(response.status(), 202, "operation accepted");
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let op: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(location, format!("/api/v1/operations/{}", op["id"].as_str().unwrap()));
+    let done = app.get_json(&format!("{location}/wait?timeout_secs=25")).await;
+    assert!(["succeeded", "failed"].contains(&done["status"].as_str().unwrap()), "finished: {done}");
+    done
+}
+
+fn inspect(name: &str) -> Option<serde_json::Value> {
+    let out = docker().args(["inspect", name]).output().unwrap();
+    out.status.success().then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone())
+}
+
+#[tokio::test]
+async fn docker_containers_through_the_api_are_what_docker_sees() {
+    if !engine_ready("docker", docker().arg("info")) {
+        return;
+    }
+    let app = spawn_app_with(|s| s.lxc.enabled = false).await;
+    let name = unique("hs-e2e");
+    let _guard = DockerGuard(vec![name.clone()]);
+    let body = serde_json::json!({
+        "name": name, "runtime": "docker", "image": image(), "start": true,
+        "config": {
+            "memory_limit_bytes": 64 << 20, "cpu_limit": 0.5, "pids_limit": 64,
+            "env": {"HELLO": "world"}, "labels": {"team": "e2e"},
+            "command": ["sh", "-c", "echo started; trap 'exit 0' TERM; while :; do sleep 1; done"],
+        }
+    });
+    let r = app.client.post(format!("{}/api/v1/containers", app.address)).json(&body).send().await.unwrap();
+    let op = wait_op(&app, r).await;
+    assert_eq!(op["status"], "succeeded", "{op}");
+    let id = op["result"]["container"].as_str().unwrap().to_owned();
+
+    let seen = inspect(&name).expect("docker knows the container");
+    assert_eq!(seen["HostConfig"]["Memory"], 64 << 20);
+    assert_eq!(seen["HostConfig"]["NanoCpus"], 500_000_000);
+    assert_eq!(seen["HostConfig"]["PidsLimit"], 64);
+    assert!(seen["Config"]["Env"].as_array().unwrap().iter().any(|e| e == "HELLO=world"));
+    assert_eq!(seen["Config"]["Labels"]["team"], "e2e");
+    assert_eq!(seen["State"]["Running"], true);
+
+    let c = app.get_json(&format!("/api/v1/containers/{id}")).await;
+    assert_eq!(
+        (c["state"].as_str(), c["managed"].as_bool(), c["runtime"].as_str()),
+        (Some("running"), Some(true), Some("docker"))
+    );
+    assert_eq!(c["runtime_id"], seen["Id"]);
+
+    let r = app
+        .client
+        .post(format!("{}/api/v1/containers/{id}/exec", app.address))
+        .json(&serde_json::json!({"command": ["sh", "-c", "echo $HELLO; echo oops >&2; exit 3"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ex: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (ex["stdout"].as_str(), ex["stderr"].as_str(), ex["exit_code"].as_i64()),
+        (Some("world\n"), Some("oops\n"), Some(3))
+    );
+
+    let logs = app.get_json(&format!("/api/v1/containers/{id}/logs?tail=10")).await;
+    assert!(
+        logs["lines"].as_array().unwrap().iter().any(|l| l["line"] == "started" && l["stream"] == "stdout"),
+        "{logs}"
+    );
+
+    let stats = app.get_json(&format!("/api/v1/containers/{id}/stats")).await;
+    assert!(stats["memory_bytes"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(stats["memory_limit_bytes"], 64 << 20);
+
+    // The snapshot carries it too, within a sampling interval or two.
+    let mut in_snapshot = false;
+    for _ in 0..20 {
+        let s = app.get_json("/api/v1/system").await;
+        if s["containers"].as_array().unwrap().iter().any(|c| c["id"] == id.as_str() && c["pids"].as_u64() >= Some(1)) {
+            in_snapshot = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(in_snapshot, "the container's figures reach the snapshot");
+
+    // Delete without force while running: refused.
+    let r = app.client.delete(format!("{}/api/v1/containers/{id}", app.address)).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let b: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(b["code"], "CONTAINER_RUNNING");
+
+    let r =
+        app.client.post(format!("{}/api/v1/containers/{id}/stop?timeout_secs=5", app.address)).send().await.unwrap();
+    assert_eq!(wait_op(&app, r).await["status"], "succeeded");
+    assert_eq!(inspect(&name).unwrap()["State"]["Running"], false, "really stopped");
+    assert_eq!(app.get_json(&format!("/api/v1/containers/{id}")).await["state"], "stopped");
+
+    let r = app
+        .client
+        .post(format!("{}/api/v1/containers/{id}/exec", app.address))
+        .json(&serde_json::json!({"command": ["true"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "exec in a stopped container");
+
+    let r = app.client.delete(format!("{}/api/v1/containers/{id}", app.address)).send().await.unwrap();
+    assert_eq!(wait_op(&app, r).await["status"], "succeeded");
+    assert!(inspect(&name).is_none(), "really removed");
+    assert_eq!(app.get(&format!("/api/v1/containers/{id}")).await.status(), 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn outside_containers_appear_unmanaged_with_stable_ids_and_bad_images_fail_clearly() {
+    if !engine_ready("docker", docker().arg("info")) {
+        return;
+    }
+    let app = spawn_app_with(|s| s.lxc.enabled = false).await;
+    let outside = unique("hs-e2e-out");
+    let _guard = DockerGuard(vec![outside.clone()]);
+    assert!(docker().args(["create", "--name", &outside, &image(), "true"]).output().unwrap().status.success());
+    let mut found = None;
+    for _ in 0..20 {
+        let list = app.get_json(&format!("/api/v1/containers?name={outside}")).await;
+        if let Some(c) = list["items"].as_array().unwrap().first() {
+            found = Some(c.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = found.expect("the outside container is listed within 2 s");
+    assert_eq!((c["managed"].as_bool(), c["state"].as_str()), (Some(false), Some("created")));
+    let again = app.get_json(&format!("/api/v1/containers?name={outside}")).await;
+    assert_eq!(again["items"][0]["id"], c["id"], "the id is stable");
+
+    let r = app
+        .client
+        .post(format!("{}/api/v1/containers", app.address))
+        .json(&serde_json::json!({"name": unique("hs-e2e-bad"), "runtime": "docker", "image": "homeserver-test/does-not-exist:1"}))
+        .send()
+        .await
+        .unwrap();
+    let op = wait_op(&app, r).await;
+    assert_eq!(op["status"], "failed");
+    assert_eq!(op["error"]["code"], "SOURCE_NOT_FOUND", "{op}");
+    assert_eq!(app.get("/health/live").await.status(), 200, "the API stays healthy");
+
+    // Bulk: one real id and one unknown id, a result for each.
+    let id = c["id"].as_str().unwrap();
+    let r = app
+        .client
+        .post(format!("{}/api/v1/containers/bulk", app.address))
+        .json(&serde_json::json!({"action": "delete", "ids": [id, "no-such-id"], "max_parallel": 2}))
+        .send()
+        .await
+        .unwrap();
+    let op = wait_op(&app, r).await;
+    let items = op["result"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!((items[0]["id"].as_str(), items[0]["status"].as_str()), (Some(id), Some("succeeded")));
+    assert_eq!(items[1]["status"], "failed");
+    assert_eq!(items[1]["error"]["code"], "NOT_FOUND");
+    assert!(inspect(&outside).is_none(), "bulk delete really removed it");
+    app.stop().await;
+}
