@@ -305,7 +305,24 @@ impl ContainerService {
             created_at: now,
             updated_at: now,
         };
-        self.repository.insert(&record).await?;
+        let record = match self.repository.insert(&record).await {
+            Ok(()) => record,
+            // Reconciliation saw the new container first and adopted it as
+            // unmanaged: take that record over, keeping its id.
+            Err(RepositoryError::AlreadyExists) => {
+                let adopted = self
+                    .repository
+                    .list()
+                    .await?
+                    .into_iter()
+                    .find(|r| r.runtime == record.runtime && r.runtime_id == record.runtime_id)
+                    .ok_or(ContainerError::Repository(RepositoryError::AlreadyExists))?;
+                let merged = ContainerRecord { id: adopted.id, created_at: adopted.created_at, ..record };
+                self.repository.update(&merged).await?;
+                merged
+            }
+            Err(e) => return Err(e.into()),
+        };
         if request.start {
             runtime.start(&record.runtime_id).await?;
         }
@@ -533,6 +550,30 @@ mod tests {
             output_cap_bytes: 1_024,
         };
         assert!(matches!(svc.exec("a", &req).await, Err(ContainerError::InvalidState(ContainerState::Stopped))));
+    }
+
+    #[tokio::test]
+    async fn create_takes_over_a_record_reconciliation_made_first() {
+        let mut rt = runtime_with(vec![]);
+        rt.expect_create().returning(|_| Ok("d1".into()));
+        let mut repo = MockContainerRepository::new();
+        repo.expect_insert().returning(|_| Err(RepositoryError::AlreadyExists));
+        let mut adopted = record("early", "d1", "web");
+        adopted.managed = false;
+        repo.expect_list().returning(move || Ok(vec![adopted.clone()]));
+        repo.expect_update().withf(|r| r.id == "early" && r.managed).times(1).returning(|_| Ok(()));
+        let svc = ContainerService::new(vec![Arc::new(rt)], Arc::new(repo), clock(), ids(), 2);
+        let req = NewContainer {
+            runtime: RuntimeKind::Docker,
+            name: ContainerName::parse("web").unwrap(),
+            source: "img".into(),
+            template_options: vec![],
+            profiles: vec![],
+            config: ContainerConfig::default(),
+            start: false,
+        };
+        let r = svc.create(&req).await.unwrap();
+        assert_eq!((r.id.as_str(), r.managed), ("early", true));
     }
 
     #[tokio::test]

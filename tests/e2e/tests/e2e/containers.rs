@@ -217,3 +217,80 @@ async fn outside_containers_appear_unmanaged_with_stable_ids_and_bad_images_fail
     assert!(inspect(&outside).is_none(), "bulk delete really removed it");
     app.stop().await;
 }
+
+fn lxc_config() -> std::path::PathBuf {
+    std::env::var("HOMESERVER_TEST_LXC_CONFIG").unwrap_or_else(|_| "/etc/homeserver-test/lxc.conf".to_owned()).into()
+}
+
+/// Destroys LXC containers by name when the test ends.
+struct LxcGuard(Vec<String>);
+
+impl Drop for LxcGuard {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("lxc-destroy").args(["-f", "-n", name]).output();
+        }
+    }
+}
+
+fn lxc_state(name: &str) -> Option<String> {
+    let out = Command::new("lxc-info").args(["-n", name, "-s", "-H"]).output().unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[tokio::test]
+async fn lxc_containers_through_the_api_are_what_lxc_sees() {
+    if !engine_ready("lxc", Command::new("lxc-ls").arg("--version")) || !lxc_config().exists() {
+        if !lxc_config().exists() {
+            assert!(
+                std::env::var("HOMESERVER_REQUIRE_ENGINES").as_deref() != Ok("1"),
+                "LXC test config {} missing: run scripts/engines-up",
+                lxc_config().display()
+            );
+            eprintln!("SKIPPED: {} missing (run scripts/engines-up)", lxc_config().display());
+        }
+        return;
+    }
+    let app = spawn_app_with(|s| {
+        s.docker.enabled = false;
+        s.lxc.config = lxc_config();
+    })
+    .await;
+    let name = unique("hs-e2e-lxc");
+    let _guard = LxcGuard(vec![name.clone()]);
+    let body = serde_json::json!({
+        "name": name, "runtime": "lxc", "template": "busybox", "start": true,
+        "config": {"memory_limit_bytes": 64 << 20, "env": {"HELLO": "lxc"}}
+    });
+    let r = app.client.post(format!("{}/api/v1/containers", app.address)).json(&body).send().await.unwrap();
+    let op = wait_op(&app, r).await;
+    assert_eq!(op["status"], "succeeded", "{op}");
+    let id = op["result"]["container"].as_str().unwrap().to_owned();
+    assert_eq!(lxc_state(&name).as_deref(), Some("RUNNING"));
+    let limit = Command::new("lxc-cgroup").args(["-n", &name, "memory.limit_in_bytes"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&limit.stdout).trim(), (64u64 << 20).to_string(), "lxc applied the limit");
+
+    let c = app.get_json(&format!("/api/v1/containers/{id}")).await;
+    assert_eq!(
+        (c["state"].as_str(), c["runtime"].as_str(), c["template"].as_str()),
+        (Some("running"), Some("lxc"), Some("busybox"))
+    );
+    let r = app
+        .client
+        .post(format!("{}/api/v1/containers/{id}/exec", app.address))
+        .json(&serde_json::json!({"command": ["sh", "-c", "echo $HELLO; exit 4"]}))
+        .send()
+        .await
+        .unwrap();
+    let ex: serde_json::Value = r.json().await.unwrap();
+    assert_eq!((ex["stdout"].as_str(), ex["exit_code"].as_i64()), (Some("lxc\n"), Some(4)), "{ex}");
+
+    let r =
+        app.client.post(format!("{}/api/v1/containers/{id}/stop?timeout_secs=5", app.address)).send().await.unwrap();
+    assert_eq!(wait_op(&app, r).await["status"], "succeeded");
+    assert_eq!(lxc_state(&name).as_deref(), Some("STOPPED"), "really stopped");
+    let r = app.client.delete(format!("{}/api/v1/containers/{id}", app.address)).send().await.unwrap();
+    assert_eq!(wait_op(&app, r).await["status"], "succeeded");
+    assert_eq!(lxc_state(&name), None, "really destroyed");
+    app.stop().await;
+}
