@@ -439,15 +439,16 @@ async fn check_stats(rt: &DockerRuntime) {
     assert!(idle.pids >= 1, "{idle:?}");
     assert_eq!((idle.runtime.as_str(), idle.state.as_str()), ("docker", "running"));
     assert_eq!(idle.memory_limit_bytes, None, "no limit set");
-    assert!(idle.cpu_percent < 20.0, "sleep is idle: {idle:?}");
+    assert!(idle.cpu_percent < 5.0, "sleep is idle: {idle:?}");
 
     docker(&["exec", "-d", &id, "sh", "-c", "while :; do :; done"]).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = rt.stats(&id).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let busy = rt.stats(&id).await.unwrap();
-    // Other builds share this 2-core machine: a busy loop gets well under a core at times.
-    assert!(busy.cpu_percent > 25.0 && busy.cpu_percent > idle.cpu_percent + 15.0, "{idle:?} -> {busy:?}");
+    // A busy loop gets a full core on a quiet host, but CI shares 2 cores with
+    // parallel builds and tests (load 6 gave it ~20%): ask for a clear rise only.
+    assert!(busy.cpu_percent > 8.0 && busy.cpu_percent > idle.cpu_percent + 5.0, "{idle:?} -> {busy:?}");
     assert!(busy.cpu_percent <= 100.0 * 64.0, "{busy:?}");
     assert!(busy.pids >= 2, "{busy:?}");
 
@@ -491,12 +492,14 @@ async fn stats_sources_agree() {
     let Some(rt) = runtime().await else { return };
     let mut guard = Cleanup(vec![]);
     let id = running(&rt, &mut guard, &["sh", "-c", "sleep 300 & sleep 300"]).await;
+    // Let the shell fork its two sleeps before comparing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let api = rt.clone().with_cgroup_stats(false);
     let (a, b) = (rt.stats(&id).await.unwrap(), api.stats(&id).await.unwrap());
     assert!(a.pids >= 2 && a.pids == b.pids, "{a:?} {b:?}");
-    #[allow(clippy::cast_precision_loss, reason = "a rough comparison")]
-    let (ma, mb) = (a.memory_bytes as f64, b.memory_bytes as f64);
-    assert!((ma - mb).abs() <= 0.5 * ma.max(mb), "memory {a:?} vs {b:?}");
+    // Tiny containers use well under a MiB, and the two reads are a second apart.
+    let (ma, mb) = (a.memory_bytes, b.memory_bytes);
+    assert!(ma > 0 && mb > 0 && ma.abs_diff(mb) <= (ma.max(mb) / 2).max(1 << 20), "memory {a:?} vs {b:?}");
 }
 
 #[tokio::test]
