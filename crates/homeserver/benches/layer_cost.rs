@@ -134,10 +134,13 @@ async fn run() {
     };
     // Limits as a deployment for one heavy client would set them: high enough
     // that wrk measures the layer's cost, not its refusals.
-    let security = Arc::new(Security::new(
-        table,
-        Limits { per_second: 1_000_000, burst: 1_000_000, max_failures_per_minute: 10, max_ws_per_token: 32 },
-    ));
+    let security = Arc::new(
+        Security::new(
+            table,
+            Limits { per_second: 1_000_000, burst: 1_000_000, max_failures_per_minute: 10, max_ws_per_token: 32 },
+        )
+        .with_audit(homeserver::auth::AuditSink { repository: store.clone(), clock: clock.clone() }),
+    );
     let full = serve(homeserver::api::router(state.clone(), security)).await;
     let bare = serve(homeserver::api::bare_router(state)).await;
     let auth = format!("Authorization: Bearer {}", secret.token);

@@ -69,9 +69,16 @@ pub trait Authenticator: Send + Sync {
     fn authenticate(&self, parts: &Parts) -> Result<Option<Arc<Principal>>, AuthFailure>;
 }
 
-/// The outcome of authentication, stored in every request's extensions.
-#[derive(Debug, Clone)]
-pub struct Caller(pub Result<Option<Arc<Principal>>, AuthFailure>);
+/// The outcome of authentication, stored in every request's extensions
+/// (with the layer that decided it, for the scope check and WebSocket caps).
+#[derive(Clone)]
+pub struct Caller(pub Result<Option<Arc<Principal>>, AuthFailure>, pub Option<Arc<Security>>);
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Caller").field(&self.0).finish()
+    }
+}
 
 impl Caller {
     /// The principal, if authentication succeeded.
@@ -100,9 +107,20 @@ enum Key {
     Unknown,
 }
 
-/// The security layer's state: authenticator, limiters, WebSocket counts.
+/// Where mutating requests are recorded.
+#[derive(Clone)]
+pub struct AuditSink {
+    /// The audit log.
+    pub repository: Arc<dyn homeserver_domain::AuditRepository>,
+    /// Its clock.
+    pub clock: Arc<dyn homeserver_domain::Clock>,
+}
+
+/// The security layer's state: authenticator, limiters, WebSocket counts,
+/// audit log.
 pub struct Security {
     authenticator: Arc<dyn Authenticator>,
+    audit: Option<AuditSink>,
     requests: DefaultKeyedRateLimiter<Key>,
     failures: DefaultKeyedRateLimiter<Key>,
     ws: Mutex<HashMap<TokenId, usize>>,
@@ -122,11 +140,18 @@ impl Security {
         );
         Self {
             authenticator,
+            audit: None,
             requests,
             failures,
             ws: Mutex::new(HashMap::new()),
             max_ws_per_token: limits.max_ws_per_token.max(1),
         }
+    }
+
+    /// Records every mutating request in `sink`.
+    pub fn with_audit(mut self, sink: AuditSink) -> Self {
+        self.audit = Some(sink);
+        self
     }
 
     /// Forgets limiter state of keys idle long enough to be full again.
@@ -156,7 +181,9 @@ fn client_key(extensions: &axum::http::Extensions) -> Key {
     extensions.get::<ConnectInfo<SocketAddr>>().map_or(Key::Unknown, |c| Key::Addr(c.0.ip()))
 }
 
-/// Middleware: authenticates, rate-limits, and records the caller.
+/// Middleware: authenticates, rate-limits, records the caller, and writes
+/// the audit record of a mutating request once its answer is known (one
+/// middleware, so a request pays for one layer here, not two).
 pub async fn authenticate(State(security): State<Arc<Security>>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     let caller = security.authenticator.authenticate(&parts);
@@ -167,13 +194,19 @@ pub async fn authenticate(State(security): State<Arc<Security>>, request: Reques
     if let Some(wait) = security.wait_time(security.requests.check_key(&key)) {
         return Security::too_many(wait, "request rate limit reached; retry later");
     }
-    parts.extensions.insert(Caller(caller));
-    parts.extensions.insert(Arc::clone(&security));
-    next.run(Request::from_parts(parts, body)).await
+    let caller = Caller(caller, Some(Arc::clone(&security)));
+    let pending = security.audit.as_ref().and_then(|sink| crate::api::audit::Pending::capture(sink, &parts, &caller));
+    parts.extensions.insert(caller);
+    let response = next.run(Request::from_parts(parts, body)).await;
+    if let Some(pending) = pending {
+        pending.finish(response.status().as_u16()).await;
+    }
+    response
 }
 
 async fn require(scope: Scope, request: Request, next: Next) -> Response {
     let caller = request.extensions().get::<Caller>().map(|c| c.0.clone());
+    let security = request.extensions().get::<Caller>().and_then(|c| c.1.clone());
     let why = match caller {
         Some(Ok(Some(p))) if p.scope.grants(scope) => return next.run(request).await,
         Some(Ok(Some(_))) => {
@@ -185,7 +218,7 @@ async fn require(scope: Scope, request: Request, next: Next) -> Response {
         Some(Ok(None)) | None => "a bearer token is required",
     };
     // Failed authentication spends the address's failure budget first.
-    if let Some(security) = request.extensions().get::<Arc<Security>>()
+    if let Some(security) = security
         && let Some(wait) = security.wait_time(security.failures.check_key(&client_key(request.extensions())))
     {
         return Security::too_many(wait, "too many failed authentication attempts; retry later");
@@ -244,8 +277,8 @@ impl<S: Send + Sync> FromRequestParts<S> for WsSlot {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let security = parts
             .extensions
-            .get::<Arc<Security>>()
-            .cloned()
+            .get::<Caller>()
+            .and_then(|c| c.1.clone())
             .ok_or_else(|| ApiError::internal("the security layer did not run"))?;
         let token = parts.extensions.get::<Caller>().and_then(|c| c.principal()).and_then(|p| p.token_id.clone());
         if let Some(id) = &token {

@@ -91,15 +91,18 @@ impl Application {
             Some(Arc::clone(&token_table)),
         ));
         let initial_token = initial_admin(&tokens).await?;
-        let security = Arc::new(Security::new(
-            token_table.clone(),
-            Limits {
-                per_second: settings.rate_limit.per_second,
-                burst: settings.rate_limit.burst,
-                max_failures_per_minute: settings.auth.max_failures_per_minute,
-                max_ws_per_token: settings.websocket.max_connections_per_token,
-            },
-        ));
+        let security = Arc::new(
+            Security::new(
+                token_table.clone(),
+                Limits {
+                    per_second: settings.rate_limit.per_second,
+                    burst: settings.rate_limit.burst,
+                    max_failures_per_minute: settings.auth.max_failures_per_minute,
+                    max_ws_per_token: settings.websocket.max_connections_per_token,
+                },
+            )
+            .with_audit(crate::auth::AuditSink { repository: store.clone(), clock: Arc::clone(&clock) }),
+        );
         let source = SysinfoSource::new(SourceConfig {
             proc_root: settings.host.proc_root.clone(),
             sys_root: settings.host.sys_root.clone(),
@@ -170,7 +173,7 @@ impl Application {
         };
         let router = crate::api::router(state.clone(), Arc::clone(&security));
         let addr = SocketAddr::new(settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let local_addr = listener.local_addr().context("listener has no local address")?;
         Ok(Self {
             listener,
@@ -318,6 +321,17 @@ impl Application {
         tracing::info!("homeserver stopped");
         served
     }
+}
+
+/// A listener with a deep accept queue: after a restart, thousands of
+/// WebSocket clients reconnect at once, and the default queue of 128 makes
+/// the overflow wait a second for a SYN retry each (the kernel caps the
+/// backlog at `net.core.somaxconn`).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// The configured container runtimes over the store, or `None` when every

@@ -97,6 +97,7 @@ impl Harness {
         let history =
             self.repo.map(|r| Arc::new(HistoryService::new(Arc::new(r), clock(), RetentionPolicy::DEFAULT, 1_000)));
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let audit: Arc<dyn homeserver_domain::AuditRepository> = Arc::new(self.audit);
         let state = AppState {
             hub: self.hub,
             history,
@@ -107,12 +108,14 @@ impl Harness {
             settings: Arc::new(settings),
             clock: clock(),
             tokens: Arc::new(TokenAdmin::new(TokenService::new(Arc::new(self.tokens), clock()), None)),
-            audit: Arc::new(self.audit),
+            audit: audit.clone(),
             containers: self.containers,
             operations: homeserver::operations::OperationRunner::new(Arc::new(self.ops), clock(), 1),
             shutdown,
         };
-        homeserver::api::router(state, Arc::new(Security::new(self.authenticator, self.limits)))
+        let security = Security::new(self.authenticator, self.limits)
+            .with_audit(homeserver::auth::AuditSink { repository: audit, clock: clock() });
+        homeserver::api::router(state, Arc::new(security))
     }
 }
 

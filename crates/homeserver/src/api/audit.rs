@@ -1,10 +1,9 @@
-//! The audit log: a middleware that records every mutating request, and
-//! `GET /api/v1/audit`.
+//! The audit log: the record of every mutating request (written by the
+//! authentication middleware through [`Pending`]), and `GET /api/v1/audit`.
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, State};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::request::Parts;
 use homeserver_domain::{AuditFilter, AuditOutcome, AuditRecord, NewAuditRecord, Scope};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -14,47 +13,61 @@ use utoipa_axum::routes;
 use super::dto::rfc3339;
 use super::error::{ApiError, Problem};
 use super::extract::ApiQuery;
-use crate::auth::{Caller, scoped};
+use crate::auth::{AuditSink, Caller, scoped};
 use crate::state::Shared;
 
 pub(crate) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new().routes(scoped(Scope::Admin, routes!(list_audit)))
 }
 
-/// Middleware: one audit record per mutating request (POST, PUT, PATCH,
-/// DELETE), written after the answer is known. Query strings are never
-/// recorded (they may carry an `access_token`).
-pub async fn record(State(state): State<Shared>, request: Request, next: Next) -> Response {
-    if !matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
-        return next.run(request).await;
+/// A mutating request whose audit record is written once its answer is
+/// known. Query strings are never recorded (they may carry an
+/// `access_token`).
+pub(crate) struct Pending {
+    sink: AuditSink,
+    actor: String,
+    action: String,
+    target: String,
+    request_id: Option<String>,
+    client_ip: Option<String>,
+}
+
+impl Pending {
+    /// Starts the record of a POST, PUT, PATCH or DELETE; `None` for others.
+    pub(crate) fn capture(sink: &AuditSink, parts: &Parts, caller: &Caller) -> Option<Self> {
+        if !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+            return None;
+        }
+        let route = parts.extensions.get::<MatchedPath>().map(|p| p.as_str()).unwrap_or(parts.uri.path());
+        Some(Self {
+            sink: sink.clone(),
+            actor: caller.principal().map_or_else(|| "anonymous".to_owned(), |p| p.actor()),
+            action: format!("{} {route}", parts.method),
+            target: parts.uri.path().to_owned(),
+            request_id: parts.headers.get(super::REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            client_ip: parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string()),
+        })
     }
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    let action = format!("{} {}", request.method(), route.as_deref().unwrap_or(request.uri().path()));
-    let target = request.uri().path().to_owned();
-    let actor = request
-        .extensions()
-        .get::<Caller>()
-        .and_then(Caller::principal)
-        .map_or_else(|| "anonymous".to_owned(), |p| p.actor());
-    let request_id = request.headers().get(super::REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let client_ip =
-        request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    let entry = NewAuditRecord {
-        timestamp: state.clock.now(),
-        actor,
-        action,
-        target,
-        outcome: AuditOutcome::from_status(status),
-        status,
-        request_id,
-        client_ip,
-    };
-    if let Err(e) = state.audit.record(&entry).await {
-        tracing::error!(error = %e, action = %entry.action, "could not write the audit record");
+
+    /// Writes the record with the answer's status.
+    pub(crate) async fn finish(self, status: u16) {
+        let entry = NewAuditRecord {
+            timestamp: self.sink.clock.now(),
+            actor: self.actor,
+            action: self.action,
+            target: self.target,
+            outcome: AuditOutcome::from_status(status),
+            status,
+            request_id: self.request_id,
+            client_ip: self.client_ip,
+        };
+        if let Err(e) = self.sink.repository.record(&entry).await {
+            tracing::error!(error = %e, action = %entry.action, "could not write the audit record");
+        }
     }
-    response
 }
 
 /// One audit record.

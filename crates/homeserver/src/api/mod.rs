@@ -159,14 +159,13 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 ///
 /// Layer order, outermost first: request id → trace span (with the id) →
 /// edge (problem rendering, security headers, metrics) → CORS → timeout →
-/// body limit → authentication and rate limit → audit → per-route scope
+/// body limit → authentication, rate limit and audit → per-route scope
 /// check → handler.
 pub fn router(state: AppState, security: Arc<Security>) -> Router {
     let state: Shared = Arc::new(state);
     let settings = Arc::clone(&state.settings);
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let app = routes_and_docs(&state)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(axum::middleware::from_fn_with_state(security, auth::authenticate))
         .with_state(state);
     app.layer(
@@ -194,6 +193,6 @@ pub fn router(state: AppState, security: Arc<Security>) -> Router {
 #[doc(hidden)]
 pub fn bare_router(state: AppState) -> Router {
     let state: Shared = Arc::new(state);
-    let caller = Caller(OpenAccess::default().authenticate_any());
+    let caller = Caller(OpenAccess::default().authenticate_any(), None);
     routes_and_docs(&state).layer(axum::Extension(caller)).with_state(state)
 }
