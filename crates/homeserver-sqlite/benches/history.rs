@@ -30,6 +30,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -107,6 +108,41 @@ const NAIVE_SQL: &str = "SELECT (ts - ?1) / ?2 AS b, \
      avg(memory_used_bytes), min(memory_used_bytes), max(memory_used_bytes) \
      FROM history_raw WHERE ts >= ?1 AND ts < ?3 GROUP BY b ORDER BY b";
 
+/// CPU time this process has run and waited for a CPU, in ns, summed over
+/// its threads (`/proc/self/task/*/schedstat`; zeros where unavailable).
+fn sched_ns() -> (u64, u64) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return (0, 0) };
+    tasks.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()).fold(
+        (0, 0),
+        |(run, wait), line| {
+            let mut f = line.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+            (run + f.next().unwrap_or(0), wait + f.next().unwrap_or(0))
+        },
+    )
+}
+
+/// Runs `call` `n` times and prints the mean wall time, CPU time (both
+/// threads: tokio's and the SQLite worker's) and time spent waiting for a CPU
+/// per call. Other processes on the machine inflate wall time but barely CPU
+/// time, which bounds the wall time on an idle machine from above.
+fn cpu_profile<F: Future>(rt: &tokio::runtime::Runtime, name: &str, n: u32, mut call: impl FnMut() -> F) {
+    rt.block_on(async {
+        let (run0, wait0) = sched_ns();
+        let started = Instant::now();
+        for _ in 0..n {
+            call().await;
+        }
+        let wall = started.elapsed() / n;
+        let (run1, wait1) = sched_ns();
+        let per = |ns: u64| Duration::from_nanos(ns / u64::from(n));
+        println!(
+            "{name}: wall {wall:.2?}, CPU {:.2?}, waiting for a CPU {:.2?} per call (mean of {n})",
+            per(run1 - run0),
+            per(wait1 - wait0)
+        );
+    });
+}
+
 fn history(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -146,6 +182,15 @@ fn history(c: &mut Criterion) {
         assert!((f.avg - avg).abs() < 1e-6 * avg);
     }
 
+    println!(
+        "load average before the benches: {}",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    cpu_profile(&rt, "query_7d_300pts_minute_tier", 200, || store.query(&week, &metrics));
+    cpu_profile(&rt, "query_7d_300pts_minute_tier_all_metrics", 50, || store.query(&week, Metric::ALL));
+    cpu_profile(&rt, "query_1h_2000pts_raw_tier", 200, || store.query(&hour, &metrics));
+    cpu_profile(&rt, "naive_7d_300pts_raw_group_by", 5, || naive_query().fetch_all(&naive_pool));
+
     let mut group = c.benchmark_group("history");
     group.sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     group.bench_function("query_7d_300pts_minute_tier", |b| {
@@ -173,6 +218,9 @@ fn history(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async { naive_query().fetch_all(&naive_pool).await.unwrap() });
     });
     group.finish();
+    let batches: Vec<_> = (0..500).map(|_| sim.take(60)).collect();
+    let mut batch = batches.iter();
+    cpu_profile(&rt, "flush_60_samples", 500, || store.save_samples(batch.next().unwrap()));
 
     rt.block_on(naive_pool.close());
     let newest = rt.block_on(store.latest_sample_time()).unwrap().unwrap();

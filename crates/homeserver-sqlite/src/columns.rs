@@ -19,6 +19,11 @@ pub(crate) struct Column {
     pub(crate) scale: i64,
 }
 
+/// Largest stored magnitude: 2^48 (256 TiB, or 256 TiB/s), far beyond any
+/// real reading. A glitch (a counter that wrapped) is clamped to it, so that
+/// the integer `sum()` of a query bucket cannot overflow below 2^15 rows.
+pub(crate) const STORED_LIMIT: i64 = 1 << 48;
+
 /// Percentages and load averages keep two decimals.
 const HUNDREDTHS: i64 = 100;
 /// Bytes, rates and counts are whole numbers.
@@ -48,10 +53,11 @@ pub(crate) const fn column(metric: Metric) -> Column {
 }
 
 impl Column {
-    /// The stored integer for `value`; `None` (SQL NULL) when it is not finite.
+    /// The stored integer for `value`, within ±[`STORED_LIMIT`]; `None` (SQL
+    /// NULL) when it is not finite.
     pub(crate) fn encode(self, value: f64) -> Option<i64> {
-        // `as` saturates at the i64 range, which is far beyond any real reading.
-        value.is_finite().then(|| (value * self.scale as f64).round() as i64)
+        let limit = STORED_LIMIT as f64;
+        value.is_finite().then(|| (value * self.scale as f64).round().clamp(-limit, limit) as i64)
     }
 
     /// The value of a stored number (an integer or a mean of integers).
@@ -153,8 +159,8 @@ fn weighted_avg(c: &str) -> String {
 /// fall back to [`grouped_query`].
 pub(crate) const BUCKET_NUMBERS: i64 = 16_384;
 
-/// The aggregates of `metrics` over a group of rows of `table`: avg, min and
-/// max per metric, in storage units.
+/// The aggregates of `metrics` over a group of rows of `table`, one column
+/// each: avg, min and max per metric, in storage units.
 fn aggregates(table: Table, metrics: &[Metric]) -> String {
     let mut sql = String::new();
     for m in metrics {
@@ -171,27 +177,77 @@ fn aggregates(table: Table, metrics: &[Metric]) -> String {
     sql
 }
 
-/// One statement answering a history query over `table` for `metrics`:
-/// `?1` = from, `?2` = step, `?3` = to, `?4` = number of buckets (at most
-/// [`BUCKET_NUMBERS`]). Row: bucket index, then avg, min and max per metric,
-/// in storage units; buckets without rows are left out.
+/// Most metrics a query asks for that are still answered packed
+/// ([`packed_bucket_query`]): beyond, building and parsing the text costs
+/// more than the per-row hand-over it saves.
+pub(crate) const PACKED_MAX_METRICS: usize = 2;
+
+/// The loop over the buckets shared by [`bucket_query`] and
+/// [`packed_bucket_query`]: `?1` = from, `?2` = step, `?3` = to, `?4` =
+/// number of buckets (at most [`BUCKET_NUMBERS`]).
 ///
 /// The bucket numbers drive the loop (`CROSS JOIN` keeps them outside) and
 /// each bucket's rows are a key range of the tier, so rows arrive grouped and
-/// ordered: no sorting, unlike [`grouped_query`].
-pub(crate) fn bucket_query(table: Table, metrics: &[Metric]) -> String {
+/// ordered: no sorting, unlike [`grouped_query`]. Buckets without rows are
+/// left out by the join.
+fn bucket_walk(table: Table) -> String {
     let key = table.key();
     format!(
-        "SELECT k.b{} FROM bucket_numbers AS k CROSS JOIN {} AS h \
+        "FROM bucket_numbers AS k CROSS JOIN {} AS h \
          WHERE k.b < ?4 AND h.{key} >= ?1 + k.b * ?2 AND h.{key} < min(?1 + (k.b + 1) * ?2, ?3) \
          GROUP BY k.b ORDER BY k.b",
-        aggregates(table, metrics),
         table.name()
     )
 }
 
+/// One statement answering a history query over `table` for `metrics` (see
+/// [`bucket_walk`] for the binds). One row per non-empty bucket: its index,
+/// then avg, min and max per metric in storage units (REAL avg, INTEGER min
+/// and max, NULL where the metric had no value).
+pub(crate) fn bucket_query(table: Table, metrics: &[Metric]) -> String {
+    format!("SELECT k.b{} {}", aggregates(table, metrics), bucket_walk(table))
+}
+
+/// [`bucket_query`] packed into **one row** holding one text (NULL when no
+/// bucket has rows): a line per non-empty bucket, `;`-separated, of
+/// `,`-separated fields: the bucket index, then per metric
+/// - raw: `count`, `sum`, `min`, `max` (integers; the mean is `sum / count`,
+///   computed exactly as SQLite's `avg()` does);
+/// - roll-ups: the weighted mean (a REAL through `quote()`, which writes
+///   enough digits to read back the same double), `min`, `max`.
+///
+/// A value the metric never had is `NULL`. One row instead of one per
+/// bucket spares sqlx a hand-over between its SQLite thread and the runtime
+/// per bucket: a third to a half of a 2,000-bucket query of two metrics on a
+/// busy machine. With many metrics the text costs more than it saves (see
+/// [`PACKED_MAX_METRICS`]).
+pub(crate) fn packed_bucket_query(table: Table, metrics: &[Metric]) -> String {
+    let mut line = String::from("k.b");
+    for m in metrics {
+        let c = column(*m).name;
+        match table {
+            Table::Raw => {
+                let _ = write!(
+                    line,
+                    " || ',' || count({c}) || ',' || quote(sum({c})) || ',' || quote(min({c})) || ',' || quote(max({c}))"
+                );
+            }
+            Table::Minute | Table::Hour => {
+                let _ = write!(
+                    line,
+                    " || ',' || quote({}) || ',' || quote(min({c}_min)) || ',' || quote(max({c}_max))",
+                    weighted_avg(c)
+                );
+            }
+        }
+    }
+    format!("SELECT group_concat(line, ';') FROM (SELECT {line} AS line {})", bucket_walk(table))
+}
+
 /// [`bucket_query`] for any number of buckets, at the price of a sort:
 /// `SELECT ({key} - ?1) / ?2 AS b, ... GROUP BY b`, binding only `?1` to `?3`.
+/// One row per non-empty bucket: its index, then avg, min and max per metric
+/// (REAL avg, INTEGER min and max, NULL where the metric had no value).
 pub(crate) fn grouped_query(table: Table, metrics: &[Metric]) -> String {
     let key = table.key();
     format!(
@@ -223,22 +279,32 @@ mod tests {
         assert_eq!(column(Metric::MemoryUsedBytes).encode(4_294_967_296.4), Some(4_294_967_296));
         assert_eq!(c.encode(f64::NAN), None);
         assert_eq!(c.encode(f64::INFINITY), None);
+        assert_eq!(column(Metric::NetworkRxBytesPerSec).encode(1e300), Some(STORED_LIMIT));
+        assert_eq!(column(Metric::NetworkRxBytesPerSec).encode(-1e300), Some(-STORED_LIMIT));
     }
 
     #[test]
     fn bucket_query_reads_only_the_requested_columns() {
-        let sql = bucket_query(Table::Raw, &[Metric::CpuLoad5]);
+        let walk = "FROM bucket_numbers AS k CROSS JOIN history_raw AS h \
+                    WHERE k.b < ?4 AND h.ts >= ?1 + k.b * ?2 AND h.ts < min(?1 + (k.b + 1) * ?2, ?3) \
+                    GROUP BY k.b ORDER BY k.b";
         assert_eq!(
-            sql,
-            "SELECT k.b, avg(cpu_load5), min(cpu_load5), max(cpu_load5) \
-             FROM bucket_numbers AS k CROSS JOIN history_raw AS h \
-             WHERE k.b < ?4 AND h.ts >= ?1 + k.b * ?2 AND h.ts < min(?1 + (k.b + 1) * ?2, ?3) \
-             GROUP BY k.b ORDER BY k.b"
+            bucket_query(Table::Raw, &[Metric::CpuLoad5]),
+            format!("SELECT k.b, avg(cpu_load5), min(cpu_load5), max(cpu_load5) {walk}")
+        );
+        assert_eq!(
+            packed_bucket_query(Table::Raw, &[Metric::CpuLoad5]),
+            format!(
+                "SELECT group_concat(line, ';') FROM (SELECT k.b || ',' || count(cpu_load5) || ',' || \
+                 quote(sum(cpu_load5)) || ',' || quote(min(cpu_load5)) || ',' || quote(max(cpu_load5)) AS line {walk})"
+            )
         );
         let sql = bucket_query(Table::Minute, &[Metric::CpuLoad5]);
         assert!(sql.contains("CROSS JOIN history_1m AS h WHERE k.b < ?4 AND h.bucket >= ?1"), "{sql}");
-        assert!(sql.contains("sum(cpu_load5_avg * n)"), "{sql}");
+        assert!(sql.contains("sum(cpu_load5_avg * n) / sum(n)"), "{sql}");
         assert!(!sql.contains("cpu_usage"), "{sql}");
+        let sql = packed_bucket_query(Table::Hour, &[Metric::CpuLoad5]);
+        assert!(sql.contains("quote(sum(cpu_load5_avg * n) / sum(n))"), "{sql}");
         let sql = grouped_query(Table::Hour, &[Metric::CpuLoad5]);
         assert!(sql.starts_with("SELECT (bucket - ?1) / ?2 AS b, sum(cpu_load5_avg * n)"), "{sql}");
         assert!(sql.contains("FROM history_1h WHERE bucket >= ?1 AND bucket < ?3"), "{sql}");
@@ -281,8 +347,11 @@ mod tests {
     async fn bucket_queries_walk_the_keys_without_sorting() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::SqliteStore::open(crate::StoreOptions::new(dir.path().join("h.db"))).await.unwrap();
-        for table in [Table::Raw, Table::Minute, Table::Hour] {
-            let sql = format!("EXPLAIN QUERY PLAN {}", bucket_query(table, Metric::ALL));
+        for (table, packed) in
+            [Table::Raw, Table::Minute, Table::Hour].into_iter().flat_map(|t| [(t, false), (t, true)])
+        {
+            let query = if packed { packed_bucket_query(table, Metric::ALL) } else { bucket_query(table, Metric::ALL) };
+            let sql = format!("EXPLAIN QUERY PLAN {query}");
             let details: Vec<String> = sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(sql))
                 .bind(0_i64)
                 .bind(60_000_i64)
