@@ -200,3 +200,17 @@ fn openapi_subcommand_prints_the_served_document() {
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed, serde_json::to_value(homeserver::api::openapi()).unwrap());
 }
+
+#[test]
+fn migrate_and_config_check_succeed_on_a_fresh_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(dir.path(), free_port());
+    let (status, err) = run_to_end(&env, &["config", "check"]);
+    assert!(status.success(), "{err}");
+    let (status, err) = run_to_end(&env, &["migrate"]);
+    assert!(status.success(), "{err}");
+    assert!(dir.path().join("hs.db").exists(), "migrate creates the database");
+    // Migrating again is a no-op, not an error.
+    let (status, err) = run_to_end(&env, &["migrate"]);
+    assert!(status.success(), "{err}");
+}
