@@ -24,9 +24,7 @@ use axum::response::Response;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -109,27 +107,50 @@ fn routes_and_docs(state: &AppState) -> Router<Shared> {
         .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))
 }
 
-/// The edge of every request, in one middleware (one boxed future, not
-/// three): problem+json for every error with the request id, `nosniff`
-/// everywhere and `no-store` on everything but the static docs, and the
-/// request counter and latency histogram.
+/// The edge of every request, in one middleware (one boxed future instead
+/// of five layers): the request id (the client's, or a fresh UUID, echoed in
+/// `x-request-id`), the trace span every log line of the request carries
+/// (path only, never the query, which may hold `access_token`),
+/// problem+json for every error, `nosniff` everywhere and `no-store` on
+/// everything but the static docs, and the request counter and latency
+/// histogram.
 async fn edge(
     axum::extract::State(metrics): axum::extract::State<Arc<HttpMetrics>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let start = std::time::Instant::now();
-    let request_id = request.headers().get(REQUEST_ID_HEADER).cloned();
+    let request_id = match request.headers().get(REQUEST_ID_HEADER) {
+        Some(id) => id.clone(),
+        None => {
+            let mut buf = uuid::Uuid::encode_buffer();
+            let id = HeaderValue::from_str(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf))
+                .unwrap_or_else(|_| HeaderValue::from_static("-"));
+            request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+            id
+        }
+    };
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id.to_str().unwrap_or("-"),
+    );
     let cacheable = request.uri().path().starts_with("/docs");
     let method = request.method().clone();
     let route = request.extensions().get::<axum::extract::MatchedPath>().cloned();
-    let mut response = error::finish_problem(next.run(request).await, request_id.as_ref());
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let mut response = error::finish_problem(response, Some(&request_id));
+    let status = response.status().as_u16();
     let headers = response.headers_mut();
+    headers.insert(REQUEST_ID_HEADER, request_id);
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if !cacheable {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    metrics.record(route.as_ref().map(|r| r.as_str()), &method, response.status().as_u16(), start.elapsed());
+    let elapsed = start.elapsed();
+    metrics.record(route.as_ref().map(|r| r.as_str()), &method, status, elapsed);
+    span.in_scope(|| tracing::debug!(status, latency_us = elapsed.as_micros() as u64, "answered"));
     response
 }
 
@@ -157,26 +178,18 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 
 /// The whole application: routes, docs and the layers around them.
 ///
-/// Layer order, outermost first: request id → trace span (with the id) →
-/// edge (problem rendering, security headers, metrics) → CORS → timeout →
+/// Layer order, outermost first: edge (request id, trace span, problem
+/// rendering, security headers, metrics) → CORS → timeout →
 /// body limit → authentication, rate limit and audit → per-route scope
 /// check → handler.
 pub fn router(state: AppState, security: Arc<Security>) -> Router {
     let state: Shared = Arc::new(state);
     let settings = Arc::clone(&state.settings);
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let app = routes_and_docs(&state)
         .layer(axum::middleware::from_fn_with_state(security, auth::authenticate))
         .with_state(state);
     app.layer(
         ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-            .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                let id = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                // The path only: a query may carry `access_token`.
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-            }))
-            .layer(PropagateRequestIdLayer::new(request_id))
             .layer(axum::middleware::from_fn_with_state(Arc::new(HttpMetrics::default()), edge))
             .option_layer(cors(&settings.server.cors_origins))
             .layer(TimeoutLayer::with_status_code(
