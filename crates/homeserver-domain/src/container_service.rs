@@ -197,10 +197,18 @@ impl ContainerService {
                         updated_at: now,
                     };
                     match self.repository.insert(&r).await {
-                        Ok(()) | Err(RepositoryError::AlreadyExists) => {}
+                        Ok(()) => r,
+                        // Another reconcile (the collector, a list request)
+                        // adopted it a moment ago: use its record and id.
+                        Err(RepositoryError::AlreadyExists) => self
+                            .repository
+                            .list()
+                            .await?
+                            .into_iter()
+                            .find(|x| x.runtime == kind && x.runtime_id == r.runtime_id)
+                            .unwrap_or(r),
                         Err(e) => return Err(e.into()),
                     }
-                    r
                 }
             };
             views.push(ContainerView { record, state: c.state, started_at: c.started_at });
@@ -484,6 +492,22 @@ mod tests {
         assert_eq!((views[0].record.id.as_str(), views[0].state), ("keep", ContainerState::Running));
         let adopted = &inserted.lock().unwrap()[0];
         assert_eq!((adopted.name.as_str(), adopted.managed), ("outside", false));
+    }
+
+    #[tokio::test]
+    async fn concurrent_reconciles_agree_on_the_id_of_an_adopted_container() {
+        let rt = runtime_with(vec![live("d2", "outside", ContainerState::Stopped)]);
+        let mut repo = MockContainerRepository::new();
+        let mut calls = 0;
+        repo.expect_list().returning(move || {
+            calls += 1;
+            // First read: not there yet; after the lost insert: the winner's record.
+            if calls == 1 { Ok(vec![]) } else { Ok(vec![record("winner", "d2", "outside")]) }
+        });
+        repo.expect_insert().returning(|_| Err(RepositoryError::AlreadyExists));
+        let svc = ContainerService::new(vec![Arc::new(rt)], Arc::new(repo), clock(), ids(), 2);
+        let views = svc.reconcile(RuntimeKind::Docker).await.unwrap();
+        assert_eq!(views[0].record.id, "winner");
     }
 
     #[tokio::test]
