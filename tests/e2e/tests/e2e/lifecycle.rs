@@ -131,20 +131,7 @@ async fn sigterm_flushes_every_sample_and_a_restart_keeps_them() {
 }
 
 fn parse_ms(rfc3339: &str) -> i64 {
-    // "2026-11-21T10:00:00.2Z" → ms, through the product's own parser is not
-    // available here; the API accepts both forms, so ask it nothing: parse.
-    let (date, time) = rfc3339.trim_end_matches('Z').split_once('T').unwrap();
-    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
-    let ms: i64 = format!("{frac:0<3}")[..3].parse().unwrap();
-    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d[2] - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000) + ms
+    homeserver::api::dto::parse_instant(rfc3339).expect("an RFC 3339 time").as_millis()
 }
 
 fn run_to_end(env: &[(&str, String)], args: &[&str]) -> (std::process::ExitStatus, String) {
