@@ -725,4 +725,25 @@ mod containers {
             .unwrap();
         assert_eq!(send(router, del).await.0, StatusCode::NOT_FOUND);
     }
+
+    #[tokio::test]
+    async fn logs_and_stats_answer_404_400_and_503_as_documented() {
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|id| Ok((id == "a").then(|| record("a", "web"))));
+        let mut rt = docker();
+        rt.expect_inspect()
+            .returning(|_| Err(RuntimeError::Unavailable { runtime: RuntimeKind::Docker, reason: "down".into() }));
+        rt.expect_logs().never();
+        let router = harness(rt, repo).router();
+        let get = |uri: &str| Request::get(uri).header("authorization", "Bearer read").body(Body::empty()).unwrap();
+        let (status, _, body) = send(router.clone(), get("/api/v1/containers/zz/logs")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, _, body) = send(router.clone(), get("/api/v1/containers/a/logs?since=yesterday")).await;
+        assert_eq!((status, body["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("since")));
+        let (status, _, _) = send(router.clone(), get("/api/v1/containers/zz/stats")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, headers, body) = send(router, get("/api/v1/containers/a/stats")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_problem(status, &headers, &body, "RUNTIME_UNAVAILABLE");
+    }
 }
