@@ -45,6 +45,16 @@ pub enum RepositoryError {
     /// Something with that identity exists already.
     #[error("already exists")]
     AlreadyExists,
+    /// The stored revision is not the one the write expected: someone else
+    /// changed it first (optimistic concurrency, `If-Match`).
+    #[error("changed since it was read")]
+    Stale,
+    /// Refused because these records (ids) refer to it.
+    #[error("in use by {}", .0.join(", "))]
+    InUse(Vec<String>),
+    /// Refused because of the record's own state (why, for people).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The store is busy or unreachable; trying again may work.
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -14,6 +14,12 @@
 //! - [`access`]: scopes, API tokens (by hash, never the secret) and the
 //!   audit log, with the [`TokenRepository`] and [`AuditRepository`] ports.
 //! - [`page`]: pagination of lists.
+//! - [`container`], [`container_service`], [`operation`]: one container
+//!   model over every runtime, its use cases and tracked operations.
+//! - [`device`]: the device registry's rules (stable ids, scan diffs,
+//!   patches, the monitoring mask) and the [`DeviceInventory`] /
+//!   [`DeviceRepository`] ports; [`profile`]: reusable container settings
+//!   and the [`ProfileRepository`] port.
 //!
 //! ## What it must not know
 //! No HTTP (axum), SQL (sqlx), Docker (bollard), sysinfo, utoipa, serde
@@ -89,6 +95,7 @@
 pub mod access;
 pub mod container;
 pub mod container_service;
+pub mod device;
 pub mod error;
 pub mod history;
 pub mod metric;
@@ -96,6 +103,7 @@ pub mod monitoring;
 pub mod operation;
 pub mod page;
 pub mod ports;
+pub mod profile;
 pub mod snapshot;
 pub mod time;
 
@@ -113,6 +121,12 @@ pub use container::{
 #[cfg(any(test, feature = "mocks"))]
 pub use container::{MockContainerRepository, MockContainerRuntime};
 pub use container_service::{Action, ContainerError, ContainerService, ContainerView, NewContainer};
+pub use device::{
+    Device, DeviceFilter, DeviceInventory, DeviceKind, DeviceMask, DevicePatch, DeviceRepository, DiscoveredDevice,
+    ScanPlan, ScanReport, UnknownDeviceKind, device_id, plan_scan, validate_labels,
+};
+#[cfg(any(test, feature = "mocks"))]
+pub use device::{MockDeviceInventory, MockDeviceRepository};
 pub use error::{FieldError, HistoryError, RepositoryError, SourceError};
 pub use history::{
     Aggregate, BucketPlan, HistoryQuery, HistoryResult, MAX_POINTS, Point, PruneReport, RetentionPolicy, RollupReport,
@@ -131,6 +145,9 @@ pub use page::{MAX_PER_PAGE, Page, Paged};
 pub use ports::{Clock, SnapshotPublisher, SnapshotRepository, SnapshotSource};
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{MockClock, MockSnapshotPublisher, MockSnapshotRepository, MockSnapshotSource};
+#[cfg(any(test, feature = "mocks"))]
+pub use profile::MockProfileRepository;
+pub use profile::{ConfigOverlay, DEFAULT_PROFILE, Profile, ProfileName, ProfileRepository};
 pub use snapshot::{
     BlockDeviceStats, ContainerStats, CpuStats, DiskStats, HostInfo, LoadAverage, MemoryStats, NetworkStats, Snapshot,
     SystemStats,
