@@ -19,7 +19,8 @@
 //! - [`device`]: the device registry's rules (stable ids, scan diffs,
 //!   patches, the monitoring mask) and the [`DeviceInventory`] /
 //!   [`DeviceRepository`] ports; [`profile`]: reusable container settings
-//!   and the [`ProfileRepository`] port.
+//!   and the [`ProfileRepository`] port; [`device_service`] and
+//!   [`profile_service`]: their use cases.
 //!
 //! ## What it must not know
 //! No HTTP (axum), SQL (sqlx), Docker (bollard), sysinfo, utoipa, serde
@@ -96,6 +97,7 @@ pub mod access;
 pub mod container;
 pub mod container_service;
 pub mod device;
+pub mod device_service;
 pub mod error;
 pub mod history;
 pub mod metric;
@@ -104,6 +106,7 @@ pub mod operation;
 pub mod page;
 pub mod ports;
 pub mod profile;
+pub mod profile_service;
 pub mod snapshot;
 pub mod time;
 
@@ -127,6 +130,7 @@ pub use device::{
 };
 #[cfg(any(test, feature = "mocks"))]
 pub use device::{MockDeviceInventory, MockDeviceRepository};
+pub use device_service::{DeviceError, DeviceService};
 pub use error::{FieldError, HistoryError, RepositoryError, SourceError};
 pub use history::{
     Aggregate, BucketPlan, HistoryQuery, HistoryResult, MAX_POINTS, Point, PruneReport, RetentionPolicy, RollupReport,
@@ -148,6 +152,7 @@ pub use ports::{MockClock, MockSnapshotPublisher, MockSnapshotRepository, MockSn
 #[cfg(any(test, feature = "mocks"))]
 pub use profile::MockProfileRepository;
 pub use profile::{ConfigOverlay, DEFAULT_PROFILE, Profile, ProfileName, ProfileRepository};
+pub use profile_service::{ProfileError, ProfileInput, ProfilePatch, ProfileService, ProfileView};
 pub use snapshot::{
     BlockDeviceStats, ContainerStats, CpuStats, DiskStats, HostInfo, LoadAverage, MemoryStats, NetworkStats, Snapshot,
     SystemStats,
