@@ -64,8 +64,11 @@
 mod access;
 mod columns;
 mod containers;
+mod devices;
 mod error;
 mod history;
+mod profiles;
+mod rows;
 mod store;
 
 pub use store::{MigrationReport, SqliteStore, StoreError, StoreOptions};
