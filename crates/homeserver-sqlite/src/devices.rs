@@ -74,7 +74,7 @@ fn sorted(mut devices: Vec<Device>) -> Vec<Device> {
 }
 
 async fn read_all(conn: &mut SqliteConnection) -> Result<Vec<Device>, RepositoryError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {DEVICE_COLUMNS} FROM devices")))
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id")))
         .fetch_all(&mut *conn)
         .await
         .map_err(ctx("reading the device registry"))?;
