@@ -1,6 +1,8 @@
 //! Container records and operations: the [`ContainerRepository`] and
 //! [`OperationRepository`] implementations of [`SqliteStore`]. Lists and
-//! configs are JSON text columns (never queried inside; read whole).
+//! configs are JSON text columns, read and written whole; only the
+//! `profiles` array is looked into, by the profile repository (`json_each`,
+//! see `profiles.rs`), to find and rename references.
 
 use async_trait::async_trait;
 use homeserver_domain::{
@@ -8,26 +10,11 @@ use homeserver_domain::{
     OperationOutput, OperationRepository, OperationStatus, Page, Paged, RepositoryError, RuntimeKind, UnixMillis,
 };
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use crate::SqliteStore;
 use crate::error::{code, ctx, sqlite_code};
-
-fn json<T: Serialize>(v: &T) -> Result<String, RepositoryError> {
-    serde_json::to_string(v).map_err(RepositoryError::internal)
-}
-
-fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, RepositoryError> {
-    serde_json::from_str(s).map_err(RepositoryError::internal)
-}
-
-fn get<T>(row: &SqliteRow, col: &str) -> Result<T, RepositoryError>
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    row.try_get(col).map_err(ctx("reading a row"))
-}
+use crate::rows::{from_json, get, json};
 
 fn record_from_row(row: &SqliteRow) -> Result<ContainerRecord, RepositoryError> {
     let runtime: String = get(row, "runtime")?;

@@ -35,6 +35,19 @@ pub(crate) fn sqlite_code(e: &sqlx::Error) -> Option<i32> {
     }
 }
 
+/// Whether `e` is a PRIMARY KEY or UNIQUE violation (and not a CHECK or
+/// NOT NULL one, which share the primary code [`code::CONSTRAINT`]).
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    /// `SQLITE_CONSTRAINT_PRIMARYKEY` and `SQLITE_CONSTRAINT_UNIQUE`.
+    const UNIQUE_CODES: [i32; 2] = [1555, 2067];
+    match e {
+        sqlx::Error::Database(db) => {
+            db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| UNIQUE_CODES.contains(&c))
+        }
+        _ => false,
+    }
+}
+
 /// A failed statement and what the store was doing when it failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{context}: {cause}")]

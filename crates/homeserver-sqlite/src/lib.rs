@@ -1,9 +1,14 @@
 //! # homeserver-sqlite
 //!
 //! The SQLite adapter of homeserver: [`SqliteStore`] implements the domain's
-//! [`SnapshotRepository`](homeserver_domain::SnapshotRepository) port, and
-//! later repositories (API tokens, audit log) will live beside it over the
-//! same connection pool.
+//! storage ports over one connection pool:
+//! [`SnapshotRepository`](homeserver_domain::SnapshotRepository) (history),
+//! [`TokenRepository`](homeserver_domain::TokenRepository) and
+//! [`AuditRepository`](homeserver_domain::AuditRepository),
+//! [`ContainerRepository`](homeserver_domain::ContainerRepository) and
+//! [`OperationRepository`](homeserver_domain::OperationRepository),
+//! [`DeviceRepository`](homeserver_domain::DeviceRepository) and
+//! [`ProfileRepository`](homeserver_domain::ProfileRepository).
 //!
 //! ## What this crate owns
 //! - **All SQL** of the service, written as runtime `sqlx::query` strings
@@ -35,12 +40,29 @@
 //! | `history_1m` | `bucket` (minute start) | minute | `n`, `<metric>_avg` REAL, `_min`/`_max` INTEGER |
 //! | `history_1h` | `bucket` (hour start) | hour | same as `history_1m` |
 //! | `bucket_numbers` | `b` | 0..16383 | none: drives the bucket loop of queries |
+//! | `api_tokens`, `audit_log` | `id` | token / mutating request | token hash (never the secret), scopes |
+//! | `containers`, `operations` | `id` | container record / operation | `profiles`, `config`, lists as JSON text |
+//! | `devices` | `id` | device ever seen | facts, user fields, `labels`/`attributes` JSON, `revision` |
+//! | `profiles` | `name` | profile | `config` JSON, `is_default` (unique when 1), `revision` |
 //!
 //! Roll-up values keep the raw tier's storage units; a query divides by the
 //! scale. NULL stands for a value that was not finite: raw and minute
 //! aggregates skip it (roll-up means are weighted by `n`, see `columns.rs`).
 //! One day of 1 s samples takes about 5.3 MiB, roll-ups included (see the
 //! `history` benchmark).
+//!
+//! ## Concurrent writers
+//! Devices and profiles carry a `revision`, their ETag. A guarded write is
+//! one conditional statement (`UPDATE … WHERE id = ? AND revision = ?`;
+//! zero rows means `Stale`, or `NotFound` when a follow-up read finds
+//! nothing). Every other read-modify-write (a device scan, a profile
+//! insert, rename, activation or delete) runs in one `BEGIN IMMEDIATE`
+//! transaction: it takes the write lock before reading, so nothing changes
+//! between its read and its write, and it never has to upgrade a read lock,
+//! which in WAL mode fails with `SQLITE_BUSY_SNAPSHOT` whatever the busy
+//! timeout. Renaming a profile rewrites the `profiles` arrays of the
+//! container records in the same transaction (`json_each`); a partial
+//! unique index keeps at most one default profile whatever the code does.
 //!
 //! WAL is on with SQLite's automatic checkpoint (every 1000 WAL pages, run by
 //! the committing connection in PASSIVE mode, so it never waits for readers
@@ -64,8 +86,11 @@
 mod access;
 mod columns;
 mod containers;
+mod devices;
 mod error;
 mod history;
+mod profiles;
+mod rows;
 mod store;
 
 pub use store::{MigrationReport, SqliteStore, StoreError, StoreOptions};

@@ -122,8 +122,9 @@ pub struct MigrationReport {
     pub version: i64,
 }
 
-/// The SQLite store: history now, and later the other repositories of the
-/// service, over one connection pool.
+/// The SQLite store: every repository of the service (history, tokens and
+/// audit, containers and operations, devices, profiles) over one connection
+/// pool.
 ///
 /// Cloning is cheap and shares the pool; [`SqliteStore::close`] on any clone
 /// closes it for all.

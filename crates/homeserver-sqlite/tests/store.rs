@@ -187,3 +187,76 @@ async fn two_stores_on_one_file_share_the_data() {
     b.close().await.unwrap();
     a.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn devices_and_profiles_arrive_in_a_database_made_by_earlier_migrations_with_data_in_it() {
+    use homeserver_domain::{
+        ContainerRepository, DeviceRepository, DiscoveredDevice, Profile, ProfileName, ProfileRepository,
+    };
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+
+    // The migrations before 0004, as an older homeserver shipped them.
+    let dir = tempfile::tempdir().unwrap();
+    let older = dir.path().join("migrations");
+    std::fs::create_dir(&older).unwrap();
+    let all = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations"));
+    let mut copied = 0;
+    for entry in std::fs::read_dir(all).unwrap() {
+        let entry = entry.unwrap();
+        let file = entry.file_name().into_string().unwrap();
+        let version: i64 = file.split('_').next().unwrap().parse().unwrap();
+        if version < 4 {
+            std::fs::copy(entry.path(), older.join(&file)).unwrap();
+            copied += 1;
+        }
+    }
+    assert_eq!(copied, 3);
+
+    let path = dir.path().join("homeserver.db");
+    {
+        let options =
+            SqliteConnectOptions::new().filename(&path).create_if_missing(true).journal_mode(SqliteJournalMode::Wal);
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await.unwrap();
+        sqlx::migrate::Migrator::new(older.as_path()).await.unwrap().run(&mut conn).await.unwrap();
+        sqlx::query(
+            "INSERT INTO containers (id, runtime, runtime_id, name, image, template, managed, profiles, config, \
+             created_at, updated_at) VALUES ('c1', 'docker', 'abc', 'web', 'busybox', NULL, 1, '[\"web\",\"base\"]', \
+             '{\"cpu_limit\":null,\"memory_limit_bytes\":null,\"pids_limit\":null,\"env\":{},\"labels\":{},\
+             \"command\":null,\"restart_policy\":\"no\",\"devices\":[]}', 1, 1)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO history_raw (ts, cpu_usage_percent) VALUES (60000, 1234)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::Connection::close(conn).await.unwrap();
+    }
+
+    let report = SqliteStore::migrate(StoreOptions::new(&path)).await.unwrap();
+    assert!(report.applied >= 1 && report.version >= 4, "{report:?}");
+    let store = open(&path).await.unwrap();
+    // The old data is intact.
+    assert_eq!(store.latest_sample_time().await.unwrap(), Some(UnixMillis(60_000)));
+    let c1 = ContainerRepository::get(&store, "c1").await.unwrap().unwrap();
+    assert_eq!(c1.profiles, ["web", "base"]);
+    // The new tables work with it.
+    let web = Profile {
+        name: ProfileName::parse("web").unwrap(),
+        description: String::new(),
+        config: Default::default(),
+        is_default: true,
+        created_at: UnixMillis(1),
+        updated_at: UnixMillis(1),
+        revision: 1,
+    };
+    ProfileRepository::insert(&store, &web).await.unwrap();
+    assert_eq!(store.used_by("web").await.unwrap(), ["c1"]);
+    store.rename("web", &ProfileName::parse("www").unwrap(), Some(1), UnixMillis(2)).await.unwrap();
+    assert_eq!(ContainerRepository::get(&store, "c1").await.unwrap().unwrap().profiles, ["www", "base"]);
+    let found = DiscoveredDevice { id: "disk-1".into(), name: "sda".into(), ..Default::default() };
+    assert_eq!(store.apply_scan(&[found], UnixMillis(3)).await.unwrap().added, ["disk-1"]);
+    assert_eq!(DeviceRepository::list(&store).await.unwrap().len(), 1);
+    store.close().await.unwrap();
+}

@@ -13,6 +13,15 @@ pub async fn open_in(dir: &Path, name: &str) -> SqliteStore {
     SqliteStore::open(StoreOptions::new(dir.join(name))).await.expect("open a fresh store")
 }
 
+/// A store on the file `path` (created if missing) holding at most
+/// `connections` connections: concurrency tests open several on one file,
+/// as several processes would.
+pub async fn open_shared(path: &Path, connections: u32) -> SqliteStore {
+    let mut options = StoreOptions::new(path);
+    options.max_connections = connections;
+    SqliteStore::open(options).await.expect("open a store")
+}
+
 /// A sample at `ts` whose every metric is `f(metric)`.
 pub fn sample(ts: i64, f: impl Fn(Metric) -> f64) -> HistorySample {
     let mut values = [0.0; METRIC_COUNT];
