@@ -48,6 +48,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod devices;
 mod error;
 mod host;
 mod inventory;
@@ -62,6 +63,7 @@ use async_trait::async_trait;
 use homeserver_domain::{HostInfo, Snapshot, SnapshotSource, SourceError, UnixMillis};
 
 pub use crate::config::SourceConfig;
+pub use crate::devices::{DeviceScanConfig, SysDeviceInventory};
 use crate::error::ReadError;
 use crate::state::State;
 
