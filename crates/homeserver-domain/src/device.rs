@@ -308,8 +308,9 @@ impl DevicePatch {
         errors
     }
 
-    /// `device` with this patch applied (revision bumped when anything
-    /// changed).
+    /// `device` with this patch applied and its revision bumped. Every
+    /// patch is a write, even one that changes no field: two clients that
+    /// send the same `If-Match` can never both succeed.
     pub fn apply(&self, device: &Device) -> Device {
         let mut next = device.clone();
         if let Some(alias) = &self.alias {
@@ -321,9 +322,7 @@ impl DevicePatch {
         if let Some(labels) = &self.labels {
             next.labels.clone_from(labels);
         }
-        if next != *device {
-            next.revision = device.revision + 1;
-        }
+        next.revision = device.revision + 1;
         next
     }
 }
@@ -496,13 +495,13 @@ mod tests {
     }
 
     #[test]
-    fn patches_validate_and_bump_the_revision_only_on_change() {
+    fn patches_validate_and_always_bump_the_revision() {
         let d = Device::discovered(&found("a", "sda"), UnixMillis(1));
         let same = DevicePatch { enabled: Some(true), ..Default::default() }.apply(&d);
-        assert_eq!(same.revision, 1);
+        assert_eq!((same.enabled, same.revision), (true, 2), "a no-op patch is still a write");
         let off = DevicePatch { enabled: Some(false), alias: Some(Some("root".into())), ..Default::default() };
-        let next = off.apply(&d);
-        assert_eq!((next.enabled, next.alias.as_deref(), next.revision), (false, Some("root"), 2));
+        let next = off.apply(&same);
+        assert_eq!((next.enabled, next.alias.as_deref(), next.revision), (false, Some("root"), 3));
         let cleared = DevicePatch { alias: Some(None), ..Default::default() }.apply(&next);
         assert_eq!(cleared.alias, None);
 

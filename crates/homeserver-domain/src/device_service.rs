@@ -120,10 +120,11 @@ impl DeviceService {
         self.repository.get(id).await?.ok_or(DeviceError::NotFound)
     }
 
-    /// Applies `patch`. With `if_match`, the device must still be at that
-    /// revision (`PreconditionFailed` otherwise, also when another writer
-    /// wins the race); without, a lost race is retried on the new revision,
-    /// so no update is ever lost.
+    /// Applies `patch` (always a write with a new revision). With
+    /// `if_match`, the device must still be at that revision
+    /// (`PreconditionFailed` otherwise, also when another writer wins the
+    /// race); without, a lost race is retried on the new revision, so no
+    /// update is ever lost.
     #[tracing::instrument(name = "devices.patch", skip(self, patch))]
     pub async fn patch(&self, id: &str, patch: &DevicePatch, if_match: Option<u64>) -> Result<Device, DeviceError> {
         let errors = patch.validate();
@@ -136,9 +137,6 @@ impl DeviceService {
                 return Err(DeviceError::PreconditionFailed);
             }
             let next = patch.apply(&current);
-            if next == current {
-                return Ok(current);
-            }
             match self.repository.replace(&next, current.revision).await {
                 Ok(()) => {
                     if next.enabled != current.enabled {

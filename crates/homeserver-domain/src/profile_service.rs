@@ -251,10 +251,9 @@ impl ProfileService {
             if if_match.is_some_and(|rev| rev != current.revision) {
                 return Err(ProfileError::PreconditionFailed);
             }
+            // Always a write, even when nothing changes: two clients sending
+            // the same `If-Match` never both succeed.
             let mut next = change(current.clone());
-            if next == current {
-                return Ok(current);
-            }
             next.revision = current.revision + 1;
             next.updated_at = self.clock.now();
             match self.repository.replace(&next, current.revision).await {

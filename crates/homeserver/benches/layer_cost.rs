@@ -117,6 +117,13 @@ async fn run() {
     hub.publish(Arc::new(source.sample(clock.now()).await.unwrap()));
     let host_info = Arc::new(source.host_info().await.unwrap());
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let devices = Arc::new(homeserver_domain::DeviceService::new(
+        Arc::new(homeserver::devices::inventory(&settings)),
+        store.clone(),
+        clock.clone(),
+    ));
+    let profiles =
+        Arc::new(homeserver_domain::ProfileService::new(store.clone(), Arc::clone(&devices), clock.clone(), 2));
     let state = AppState {
         hub,
         history: None,
@@ -129,6 +136,8 @@ async fn run() {
         tokens,
         audit: store.clone(),
         containers: None,
+        devices,
+        profiles,
         operations: homeserver::operations::OperationRunner::new(store.clone(), clock.clone(), 1),
         shutdown,
     };

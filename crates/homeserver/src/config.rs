@@ -49,6 +49,8 @@ pub struct Settings {
     pub docker: DockerSettings,
     /// `[lxc]`.
     pub lxc: LxcSettings,
+    /// `[devices]`.
+    pub devices: DeviceSettings,
     /// `[logging]`.
     pub logging: LoggingSettings,
 }
@@ -59,6 +61,16 @@ pub struct Settings {
 pub struct ContainerSettings {
     /// Operation workers.
     pub workers: usize,
+}
+
+/// `[devices]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSettings {
+    /// Seconds between device rescans.
+    pub rescan_interval_secs: u64,
+    /// Root of `/dev` (for containers and tests).
+    pub dev_root: PathBuf,
 }
 
 /// `[docker]`.
@@ -317,6 +329,7 @@ impl Settings {
         range("rate_limit.burst", u64::from(self.rate_limit.burst), 1, 1_000_000);
         range("retention.audit_days", self.retention.audit_days, 1, 36_500);
         range("containers.workers", self.containers.workers as u64, 1, 64);
+        range("devices.rescan_interval_secs", self.devices.rescan_interval_secs, 1, 86_400);
         range("docker.timeout_secs", self.docker.timeout_secs, 1, 3600);
         range("lxc.timeout_secs", self.lxc.timeout_secs, 1, 3600);
         for (i, origin) in self.server.cors_origins.iter().enumerate() {

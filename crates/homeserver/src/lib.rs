@@ -27,6 +27,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod container_stats;
+pub mod devices;
 pub mod live;
 pub mod operations;
 pub mod startup;

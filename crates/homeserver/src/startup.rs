@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use homeserver_domain::{
-    AuditRepository, Clock, HistoryService, HistoryWriter, SampleBuffer, Sampler, Scope, SnapshotRepository,
-    SnapshotSource, TokenRepository, TokenService, UnixMillis, WriterSettings,
+    AuditRepository, Clock, DeviceService, HistoryService, HistoryWriter, ProfileService, SampleBuffer, Sampler, Scope,
+    SnapshotRepository, SnapshotSource, TokenRepository, TokenService, UnixMillis, WriterSettings,
 };
 use homeserver_sqlite::{SqliteStore, StoreOptions};
 use homeserver_sysinfo::{SourceConfig, SysinfoSource};
@@ -113,6 +113,25 @@ impl Application {
         let source: Arc<dyn SnapshotSource> = Arc::new(source);
         let host_info = Arc::new(source.host_info().await.context("cannot read host facts")?);
 
+        let devices = Arc::new(DeviceService::new(
+            Arc::new(crate::devices::inventory(&settings)),
+            store.clone(),
+            Arc::clone(&clock),
+        ));
+        // A failed first scan leaves the registry as the last run saw it.
+        if let Err(e) = devices.rescan().await {
+            tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "first device scan failed");
+            devices.refresh_mask().await.context("cannot read the device registry")?;
+        }
+        let profiles = Arc::new(ProfileService::new(
+            store.clone(),
+            Arc::clone(&devices),
+            Arc::clone(&clock),
+            host_info.logical_cores,
+        ));
+        profiles.ensure_default().await.context("cannot create the default profile")?;
+        let source: Arc<dyn SnapshotSource> = Arc::new(crate::devices::Masked::new(source, Arc::clone(&devices)));
+
         let operations =
             crate::operations::OperationRunner::new(store.clone(), Arc::clone(&clock), settings.containers.workers);
         match operations.recover().await {
@@ -168,6 +187,8 @@ impl Application {
             tokens,
             audit: store.clone(),
             containers,
+            devices,
+            profiles,
             operations,
             shutdown: shutdown_rx,
         };
@@ -259,6 +280,11 @@ impl Application {
             state.shutdown.clone(),
         ));
 
+        let rescans = tokio::spawn(crate::devices::rescan_loop(
+            Arc::clone(&state.devices),
+            Duration::from_secs(settings.devices.rescan_interval_secs),
+            state.shutdown.clone(),
+        ));
         let collector = tokio::spawn({
             let shutdown = state.shutdown.clone();
             let every = Duration::from_millis(settings.sampling.interval_ms);
@@ -305,7 +331,7 @@ impl Application {
         {
             tracing::error!(error = %e, "history writer task failed");
         }
-        for task in [tickers, follow_tokens, housekeeping, collector] {
+        for task in [tickers, follow_tokens, housekeeping, collector, rescans] {
             task.abort();
             let _ = task.await;
         }

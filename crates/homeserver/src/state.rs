@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use homeserver_domain::{
-    AuditRepository, Clock, ContainerService, HistoryService, HostInfo, SamplerHealth, WriterStats,
+    AuditRepository, Clock, ContainerService, DeviceService, HistoryService, HostInfo, ProfileService, SamplerHealth,
+    WriterStats,
 };
 use tokio::sync::watch;
 
@@ -44,6 +45,10 @@ pub struct AppState {
     pub audit: Arc<dyn AuditRepository>,
     /// Containers, when a runtime is configured.
     pub containers: Option<Arc<ContainerService>>,
+    /// The device registry.
+    pub devices: Arc<DeviceService>,
+    /// Container profiles.
+    pub profiles: Arc<ProfileService>,
     /// Long-running work.
     pub operations: Arc<crate::operations::OperationRunner>,
     /// Flips to `true` when the service is shutting down.

@@ -64,6 +64,33 @@ struct Harness {
     body_limit: Option<usize>,
     containers: Option<Arc<homeserver_domain::ContainerService>>,
     ops: homeserver_domain::MockOperationRepository,
+    /// The device registry; `None`: an empty one.
+    device_repo: Option<homeserver_domain::MockDeviceRepository>,
+    /// The profile store; `None`: only an empty `default` profile.
+    profile_repo: Option<homeserver_domain::MockProfileRepository>,
+}
+
+fn empty_registry() -> homeserver_domain::MockDeviceRepository {
+    let mut repo = homeserver_domain::MockDeviceRepository::new();
+    repo.expect_list().returning(|| Ok(vec![]));
+    repo
+}
+
+fn default_profile_only() -> homeserver_domain::MockProfileRepository {
+    let mut repo = homeserver_domain::MockProfileRepository::new();
+    repo.expect_list().returning(|| {
+        Ok(vec![homeserver_domain::Profile {
+            name: homeserver_domain::ProfileName::parse("default").unwrap(),
+            description: String::new(),
+            config: homeserver_domain::ConfigOverlay::default(),
+            is_default: true,
+            created_at: UnixMillis(NOW),
+            updated_at: UnixMillis(NOW),
+            revision: 1,
+        }])
+    });
+    repo.expect_usage().returning(|| Ok(Default::default()));
+    repo
 }
 
 impl Harness {
@@ -82,6 +109,8 @@ impl Harness {
             body_limit: None,
             containers: None,
             ops: homeserver_domain::MockOperationRepository::new(),
+            device_repo: None,
+            profile_repo: None,
         }
     }
 
@@ -98,6 +127,11 @@ impl Harness {
             self.repo.map(|r| Arc::new(HistoryService::new(Arc::new(r), clock(), RetentionPolicy::DEFAULT, 1_000)));
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
         let audit: Arc<dyn homeserver_domain::AuditRepository> = Arc::new(self.audit);
+        let devices = Arc::new(homeserver_domain::DeviceService::new(
+            Arc::new(homeserver_domain::MockDeviceInventory::new()),
+            Arc::new(self.device_repo.unwrap_or_else(empty_registry)),
+            clock(),
+        ));
         let state = AppState {
             hub: self.hub,
             history,
@@ -110,6 +144,13 @@ impl Harness {
             tokens: Arc::new(TokenAdmin::new(TokenService::new(Arc::new(self.tokens), clock()), None)),
             audit: audit.clone(),
             containers: self.containers,
+            devices: devices.clone(),
+            profiles: Arc::new(homeserver_domain::ProfileService::new(
+                Arc::new(self.profile_repo.unwrap_or_else(default_profile_only)),
+                devices,
+                clock(),
+                4,
+            )),
             operations: homeserver::operations::OperationRunner::new(Arc::new(self.ops), clock(), 1),
             shutdown,
         };
@@ -746,4 +787,79 @@ mod containers {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_problem(status, &headers, &body, "RUNTIME_UNAVAILABLE");
     }
+}
+
+#[tokio::test]
+async fn device_store_and_scan_failures_are_500_without_leaking() {
+    let mut repo = homeserver_domain::MockDeviceRepository::new();
+    repo.expect_list().returning(|| Err(RepositoryError::internal("disk I/O error at /var/lib/secret.db")));
+    repo.expect_get().returning(|_| Err(RepositoryError::internal("disk I/O error at /var/lib/secret.db")));
+    let mut h = Harness::new();
+    h.device_repo = Some(repo);
+    let router = h.router();
+    for uri in ["/api/v1/devices", "/api/v1/devices/disk-0000000000000000"] {
+        let (status, headers, body) = call(router.clone(), uri).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{uri}");
+        assert_problem(status, &headers, &body, "INTERNAL");
+        assert!(!body.to_string().contains("secret"), "{body}");
+    }
+    // The inventory is a mock with no expectations: a rescan reaching it
+    // would panic, so this proves a bad kind filter never scans or reads.
+    let (status, headers, body) = call(router.clone(), "/api/v1/devices?kind=tape").await;
+    assert_problem(status, &headers, &body, "VALIDATION_FAILED");
+    assert_eq!(body["errors"][0]["field"], "kind");
+}
+
+#[tokio::test]
+async fn profile_refusals_map_to_the_contract_codes() {
+    let mut repo = default_profile_only();
+    repo.expect_delete().returning(|name, _| match name {
+        "used" => Err(RepositoryError::InUse(vec!["c-1".into(), "c-2".into()])),
+        "default" => Err(RepositoryError::Conflict("default".into())),
+        _ => Err(RepositoryError::NotFound),
+    });
+    let mut h = Harness::new();
+    h.profile_repo = Some(repo);
+    let router = h.router();
+    let delete = |name: &str| Request::delete(format!("/api/v1/profiles/{name}")).body(Body::empty()).unwrap();
+    let (status, headers, body) = send(router.clone(), delete("used")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_problem(status, &headers, &body, "PROFILE_IN_USE");
+    assert!(body["detail"].as_str().unwrap().contains("c-1"), "{body}");
+    let (status, headers, body) = send(router.clone(), delete("default")).await;
+    assert_problem(status, &headers, &body, "CONFLICT");
+    let (status, headers, body) = send(router.clone(), delete("nope")).await;
+    assert_problem(status, &headers, &body, "NOT_FOUND");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn container_creation_refuses_unknown_profiles_and_devices_before_any_operation() {
+    // No container runtime and no operation store expectations: a request
+    // that got as far as an operation would panic in the mock.
+    let mut registry = homeserver_domain::MockDeviceRepository::new();
+    registry.expect_list().returning(|| Ok(vec![]));
+    let mut h = Harness::new();
+    h.device_repo = Some(registry);
+    h.containers = Some(Arc::new(homeserver_domain::ContainerService::new(
+        vec![],
+        Arc::new(homeserver_domain::MockContainerRepository::new()),
+        clock(),
+        Arc::new(|| "id".to_owned()),
+        4,
+    )));
+    let router = h.router();
+    let body = r#"{"name":"web","runtime":"docker","image":"busybox","profiles":["default","nope"],
+                   "config":{"devices":["usb-0000000000000000"],"restart_policy":"never"}}"#;
+    let (status, headers, body) = send(router.clone(), post_json("/api/v1/containers", "admin", body)).await;
+    assert_problem(status, &headers, &body, "VALIDATION_FAILED");
+    assert_eq!(body["errors"][0]["field"], "config.restart_policy", "{body}");
+    let body = r#"{"name":"web","runtime":"docker","image":"busybox","profiles":["default","nope"]}"#;
+    let (status, headers, body) = send(router.clone(), post_json("/api/v1/containers", "admin", body)).await;
+    assert_problem(status, &headers, &body, "VALIDATION_FAILED");
+    assert_eq!(body["errors"][0]["field"], "profiles[1]", "{body}");
+    let body = r#"{"name":"web","runtime":"docker","image":"busybox","config":{"devices":["usb-0000000000000000"]}}"#;
+    let (status, headers, body) = send(router, post_json("/api/v1/containers", "admin", body)).await;
+    assert_problem(status, &headers, &body, "VALIDATION_FAILED");
+    assert_eq!(body["errors"][0]["field"], "config.devices[0]", "{body}");
 }

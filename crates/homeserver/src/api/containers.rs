@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use homeserver_domain::{
     Action, BulkItem, ContainerConfig, ContainerError, ContainerName, ContainerService, ContainerView, ExecRequest,
-    Failure, FieldError, LogQuery, NewContainer, OperationKind, OperationOutput, RestartPolicy, RuntimeKind, Scope,
+    Failure, FieldError, LogQuery, NewContainer, OperationKind, OperationOutput, RuntimeKind, Scope,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -64,27 +64,6 @@ pub struct ContainerConfigDto {
 
 fn default_policy() -> String {
     "no".to_owned()
-}
-
-impl Default for ContainerConfigDto {
-    fn default() -> Self {
-        Self::from(&ContainerConfig::default())
-    }
-}
-
-impl ContainerConfigDto {
-    fn into_domain(self) -> Result<ContainerConfig, FieldError> {
-        Ok(ContainerConfig {
-            cpu_limit: self.cpu_limit,
-            memory_limit_bytes: self.memory_limit_bytes,
-            pids_limit: self.pids_limit,
-            env: self.env,
-            labels: self.labels,
-            command: self.command,
-            restart_policy: self.restart_policy.parse::<RestartPolicy>()?,
-            devices: self.devices,
-        })
-    }
 }
 
 impl From<&ContainerConfig> for ContainerConfigDto {
@@ -307,12 +286,12 @@ pub struct CreateContainerRequest {
     /// LXC template options.
     #[serde(default)]
     pub template_options: Vec<String>,
-    /// Profiles to apply, in order.
+    /// Profiles applied in order; omitted: the default profile; `[]`: none.
+    pub profiles: Option<Vec<String>>,
+    /// Settings laid over the profiles' (set fields win, `env` and
+    /// `labels` merge, `devices` append); the container shows the result.
     #[serde(default)]
-    pub profiles: Vec<String>,
-    /// Settings.
-    #[serde(default)]
-    pub config: ContainerConfigDto,
+    pub config: super::profiles::ConfigOverlayDto,
     /// Start once created (default false).
     #[serde(default)]
     pub start: bool,
@@ -337,7 +316,7 @@ async fn create_container(
     let mut errors = Vec::new();
     let name = ContainerName::parse(&req.name).map_err(|e| errors.push(e)).ok();
     let runtime = req.runtime.parse::<RuntimeKind>().map_err(|e| errors.push(e)).ok();
-    let config = req.config.into_domain().map_err(|e| errors.push(e)).ok();
+    let overlay = req.config.into_domain("config").map_err(|e| errors.push(e)).ok();
     let source = match runtime {
         Some(RuntimeKind::Docker) => req.image.clone().unwrap_or_default(),
         Some(RuntimeKind::Lxc) => req.template.clone().unwrap_or_default(),
@@ -349,18 +328,20 @@ async fn create_container(
     if runtime == Some(RuntimeKind::Lxc) && req.image.is_some() {
         errors.push(FieldError::new("image", "lxc containers take a template, not an image"));
     }
-    let (Some(name), Some(runtime), Some(config)) = (name, runtime, config) else {
+    let (Some(name), Some(runtime), Some(overlay)) = (name, runtime, overlay) else {
         return Err(ApiError::validation(errors));
     };
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
+    let (profiles, config) =
+        state.profiles.compose(req.profiles.as_deref(), &overlay).await.map_err(super::profiles::profile_error)?;
     let new = NewContainer {
         runtime,
         name,
         source,
         template_options: req.template_options,
-        profiles: req.profiles,
+        profiles,
         config,
         start: req.start,
     };

@@ -3,11 +3,14 @@
 
 pub mod audit;
 pub mod containers;
+pub mod devices;
 pub mod dto;
 pub mod error;
+mod etag;
 pub mod extract;
 pub mod operations;
 pub mod ops;
+pub mod profiles;
 pub mod seed;
 pub mod system;
 pub mod tokens;
@@ -72,6 +75,8 @@ impl Modify for BearerScheme {
         (name = "streams", description = "WebSocket streams"),
         (name = "tokens", description = "API tokens and the audit log"),
         (name = "containers", description = "Docker and LXC containers, and the operations acting on them"),
+        (name = "devices", description = "The host's device registry"),
+        (name = "profiles", description = "Reusable container settings"),
         (name = "seed", description = "Routes compatible with clients of the original homeserver (camelCase)"),
     ),
     components(schemas(error::Problem, error::ErrorCode, error::ProblemField))
@@ -85,6 +90,8 @@ fn openapi_router(metrics_public: bool) -> OpenApiRouter<Shared> {
         .merge(tokens::routes())
         .merge(audit::routes())
         .merge(containers::routes())
+        .merge(devices::routes())
+        .merge(profiles::routes())
         .merge(operations::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)

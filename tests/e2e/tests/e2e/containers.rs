@@ -7,7 +7,7 @@ use std::time::Duration;
 use e2e::{TestApp, spawn_app_with};
 
 /// The engine is reachable, else a visible skip (or a failure in CI).
-fn engine_ready(name: &str, probe: &mut Command) -> bool {
+pub(crate) fn engine_ready(name: &str, probe: &mut Command) -> bool {
     let ok = probe.output().map(|o| o.status.success()).unwrap_or(false);
     if !ok {
         assert!(
@@ -19,17 +19,17 @@ fn engine_ready(name: &str, probe: &mut Command) -> bool {
     ok
 }
 
-fn docker() -> Command {
+pub(crate) fn docker() -> Command {
     // Debian's client matches Debian's engine.
     let bin = if std::path::Path::new("/usr/bin/docker").exists() { "/usr/bin/docker" } else { "docker" };
     Command::new(bin)
 }
 
-fn image() -> String {
+pub(crate) fn image() -> String {
     std::env::var("HOMESERVER_TEST_DOCKER_IMAGE").unwrap_or_else(|_| "homeserver-test/busybox:latest".to_owned())
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid_like()[..8])
 }
 
@@ -39,7 +39,7 @@ fn uuid_like() -> String {
 }
 
 /// Force-removes Docker containers by name when the test ends, pass or fail.
-struct DockerGuard(Vec<String>);
+pub(crate) struct DockerGuard(pub(crate) Vec<String>);
 
 impl Drop for DockerGuard {
     fn drop(&mut self) {
@@ -49,7 +49,7 @@ impl Drop for DockerGuard {
     }
 }
 
-async fn wait_op(app: &TestApp, response: reqwest::Response) -> serde_json::Value {
+pub(crate) async fn wait_op(app: &TestApp, response: reqwest::Response) -> serde_json::Value {
     assert_eq!(response.status(), 202, "operation accepted");
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let op: serde_json::Value = response.json().await.unwrap();
@@ -59,7 +59,7 @@ async fn wait_op(app: &TestApp, response: reqwest::Response) -> serde_json::Valu
     done
 }
 
-fn inspect(name: &str) -> Option<serde_json::Value> {
+pub(crate) fn inspect(name: &str) -> Option<serde_json::Value> {
     let out = docker().args(["inspect", name]).output().unwrap();
     out.status.success().then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone())
 }
@@ -218,12 +218,12 @@ async fn outside_containers_appear_unmanaged_with_stable_ids_and_bad_images_fail
     app.stop().await;
 }
 
-fn lxc_config() -> std::path::PathBuf {
+pub(crate) fn lxc_config() -> std::path::PathBuf {
     std::env::var("HOMESERVER_TEST_LXC_CONFIG").unwrap_or_else(|_| "/etc/homeserver-test/lxc.conf".to_owned()).into()
 }
 
 /// Destroys LXC containers by name when the test ends.
-struct LxcGuard(Vec<String>);
+pub(crate) struct LxcGuard(pub(crate) Vec<String>);
 
 impl Drop for LxcGuard {
     fn drop(&mut self) {
@@ -233,7 +233,7 @@ impl Drop for LxcGuard {
     }
 }
 
-fn lxc_state(name: &str) -> Option<String> {
+pub(crate) fn lxc_state(name: &str) -> Option<String> {
     let out = Command::new("lxc-info").args(["-n", name, "-s", "-H"]).output().unwrap();
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }

@@ -2,12 +2,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod containers;
+mod devices;
 mod docs;
 mod errors;
 mod health;
 mod history;
 mod kernel;
 mod lifecycle;
+mod profiles_applied;
 mod security;
 mod seed;
 mod streams;
