@@ -13,6 +13,9 @@ use crate::time::UnixMillis;
 
 /// The profile every store starts with.
 pub const DEFAULT_PROFILE: &str = "default";
+/// Names a profile cannot take: `POST /api/v1/profiles/validate` would
+/// shadow a profile of that name.
+pub const RESERVED_NAMES: [&str; 1] = ["validate"];
 /// Longest profile description.
 pub const MAX_DESCRIPTION_LEN: usize = 1024;
 
@@ -23,6 +26,9 @@ pub struct ProfileName(String);
 impl ProfileName {
     /// Validates `name`; the error names `field`.
     pub fn parse_field(name: &str, field: &str) -> Result<Self, FieldError> {
+        if RESERVED_NAMES.contains(&name) {
+            return Err(FieldError::new(field, format!("`{name}` is reserved")));
+        }
         let mut chars = name.chars();
         let ok = name.len() <= 64
             && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -196,7 +202,7 @@ mod tests {
         for ok in ["default", "gpu-box", "a_1", "0", &"x".repeat(64)] {
             assert!(ProfileName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Web", "-a", "_a", "a.b", "a b", "é", &"x".repeat(65)] {
+        for bad in ["", "Web", "-a", "_a", "a.b", "a b", "é", "validate", &"x".repeat(65)] {
             assert_eq!(ProfileName::parse(bad).unwrap_err().field, "name", "{bad}");
         }
         assert_eq!(ProfileName::parse_field("X", "new_name").unwrap_err().field, "new_name");
