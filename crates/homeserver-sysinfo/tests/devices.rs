@@ -125,8 +125,17 @@ fn every_block_device_of_lsblk_is_listed_with_its_size() {
     if !require("lsblk") {
         return;
     }
-    let expected = lsblk();
-    let scan = host().scan_blocking().unwrap();
+    // Loop devices may be attached or detached by other jobs: take a scan
+    // that `lsblk` agrees with before and after.
+    let inventory = host();
+    let (mut expected, mut scan) = (lsblk(), inventory.scan_blocking().unwrap());
+    for _ in 0..5 {
+        let after = lsblk();
+        if after == expected {
+            break;
+        }
+        (expected, scan) = (after, inventory.scan_blocking().unwrap());
+    }
     let listed: BTreeMap<String, &DiscoveredDevice> = scan
         .iter()
         .filter(|d| matches!(d.kind, DeviceKind::Disk | DeviceKind::Partition))
