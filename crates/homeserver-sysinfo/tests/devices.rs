@@ -125,8 +125,17 @@ fn every_block_device_of_lsblk_is_listed_with_its_size() {
     if !require("lsblk") {
         return;
     }
-    let expected = lsblk();
-    let scan = host().scan_blocking().unwrap();
+    // Loop devices may be attached or detached by other jobs: take a scan
+    // that `lsblk` agrees with before and after.
+    let inventory = host();
+    let (mut expected, mut scan) = (lsblk(), inventory.scan_blocking().unwrap());
+    for _ in 0..5 {
+        let after = lsblk();
+        if after == expected {
+            break;
+        }
+        (expected, scan) = (after, inventory.scan_blocking().unwrap());
+    }
     let listed: BTreeMap<String, &DiscoveredDevice> = scan
         .iter()
         .filter(|d| matches!(d.kind, DeviceKind::Disk | DeviceKind::Partition))
@@ -672,9 +681,10 @@ fn garbled_or_unreadable_attributes_only_lose_their_field() {
 
 /// Devices come and go while scans run. The fixture removes a device the
 /// way kernfs does for a reader (its `uevent` first, then the rest) and
-/// adds it the way the kernel announces it (folder complete, then the
-/// class entry). No scan may fail, and a listed device always has its
-/// right id: never one made up from a half-read folder.
+/// adds it complete (built aside and renamed into place, then the class
+/// entry: a path walk that started on an older class entry must not land
+/// in a half-made folder). No scan may fail, and a listed device always
+/// has its right id: never one made up from a half-read folder.
 #[test]
 fn devices_vanishing_mid_scan_never_fail_the_scan() {
     let t = Arc::new(Tree::new());
@@ -688,9 +698,18 @@ fn devices_vanishing_mid_scan_never_fail_the_scan() {
             while !stop.load(Ordering::Relaxed) || rounds < 50 {
                 for i in 0..8 {
                     let path = format!("{PCI}/0000:00:1c.0/0000:0{i}:00.0/net/churn{i}");
+                    let aside = t.sys().join(format!("staging/churn{i}"));
+                    std::fs::create_dir_all(&aside).unwrap();
                     let mac = format!("02:00:00:00:00:0{i}");
-                    t.device(&path, &[("address", &mac), ("addr_assign_type", "0"), ("mtu", "9000")]);
-                    t.link(&format!("devices/{path}/device"), &format!("devices/{PCI}/0000:00:1c.0/0000:0{i}:00.0"));
+                    for (name, value) in [("uevent", ""), ("address", &mac), ("addr_assign_type", "0"), ("mtu", "9000")]
+                    {
+                        std::fs::write(aside.join(name), value).unwrap();
+                    }
+                    // Relative to where the folder will be: `…/0000:0i:00.0/net/churnI/device`.
+                    symlink("../..", aside.join("device")).unwrap();
+                    let target = t.sys().join(format!("devices/{path}"));
+                    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+                    std::fs::rename(&aside, &target).unwrap();
                     t.class("net", &format!("churn{i}"), &path);
                 }
                 for i in 0..8 {

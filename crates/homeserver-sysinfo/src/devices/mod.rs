@@ -75,6 +75,12 @@
 //! a device whose folder disappears while it is read (unplugged mid-scan)
 //! is left out of that scan. Only a sysfs root without `class/` fails the
 //! scan ([`SourceError::Unavailable`]).
+//!
+//! One window remains: the kernel creates a device's class entry before
+//! its attribute files, so a scan in the microseconds while a device is
+//! being added can see it without them. It is then listed with those
+//! fields missing and, if the missing one is what identifies it (a MAC,
+//! a serial), under a fallback id, for that one scan only.
 
 mod classes;
 mod sysfs;
