@@ -218,6 +218,74 @@ async fn outside_containers_appear_unmanaged_with_stable_ids_and_bad_images_fail
     app.stop().await;
 }
 
+/// Waits until `/health/ready` says Docker's events are `connected`.
+async fn docker_events_connected(app: &TestApp) {
+    for _ in 0..100 {
+        let ready: serde_json::Value = app.get("/health/ready").await.json().await.unwrap();
+        if ready["checks"]["docker"]["events"] == "connected" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("docker events not connected within 10 s");
+}
+
+/// Polls the list until `name`'s entry satisfies `want` (`None`: absent);
+/// how long it took.
+async fn listed_within(
+    app: &TestApp,
+    name: &str,
+    limit: Duration,
+    want: impl Fn(Option<&serde_json::Value>) -> bool,
+) -> Duration {
+    let t0 = std::time::Instant::now();
+    loop {
+        let list = app.get_json(&format!("/api/v1/containers?runtime=docker&name={name}")).await;
+        if want(list["items"].as_array().unwrap().iter().find(|c| c["name"] == name)) {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < limit, "{name}: not as expected within {limit:?}: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn docker_events_show_outside_changes_within_two_seconds_without_polling() {
+    if !engine_ready("docker", docker().arg("info")) {
+        return;
+    }
+    // A minute between collector passes: only Docker's events can explain
+    // a change seen within 2 s, since lists reuse the last read while the
+    // event stream is connected.
+    let app = spawn_app_with(|s| {
+        s.lxc.enabled = false;
+        s.sampling.interval_ms = 60_000;
+    })
+    .await;
+    docker_events_connected(&app).await;
+    let name = unique("hs-e2e-ev");
+    let _guard = DockerGuard(vec![name.clone()]);
+    // Prime the reusable list: without events it would stay as it is now.
+    listed_within(&app, &name, Duration::from_secs(2), |c| c.is_none()).await;
+
+    let limit = Duration::from_secs(2);
+    assert!(docker().args(["create", "--name", &name, &image(), "sleep", "3600"]).output().unwrap().status.success());
+    let created = listed_within(&app, &name, limit, |c| c.is_some_and(|c| c["state"] == "created")).await;
+    let id = app.get_json(&format!("/api/v1/containers?name={name}")).await["items"][0]["id"].clone();
+    assert!(docker().args(["start", &name]).output().unwrap().status.success());
+    let started = listed_within(&app, &name, limit, |c| c.is_some_and(|c| c["state"] == "running")).await;
+    assert!(docker().args(["stop", "-t", "0", &name]).output().unwrap().status.success());
+    let stopped = listed_within(&app, &name, limit, |c| c.is_some_and(|c| c["state"] == "stopped")).await;
+    let same = app.get_json(&format!("/api/v1/containers?name={name}")).await;
+    assert_eq!(same["items"][0]["id"], id, "the id stays across outside changes");
+    assert!(docker().args(["rm", &name]).output().unwrap().status.success());
+    let removed = listed_within(&app, &name, limit, |c| c.is_none()).await;
+    eprintln!("outside changes seen after: create {created:?}, start {started:?}, stop {stopped:?}, rm {removed:?}");
+    let ready: serde_json::Value = app.get("/health/ready").await.json().await.unwrap();
+    assert_eq!(ready["checks"]["docker"]["events"], "connected");
+    app.stop().await;
+}
+
 fn lxc_config() -> std::path::PathBuf {
     std::env::var("HOMESERVER_TEST_LXC_CONFIG").unwrap_or_else(|_| "/etc/homeserver-test/lxc.conf".to_owned()).into()
 }
