@@ -506,8 +506,7 @@ impl ContainerService {
     pub async fn update(&self, id: &str, patch: &ConfigPatch) -> Result<ContainerView, ContainerError> {
         let mut record = self.record(id).await?;
         let runtime = self.runtime(record.runtime)?;
-        let mut errors = patch.validate(self.host_cores);
-        errors.extend(runtime.check_update(patch));
+        let errors = self.update_errors(runtime.as_ref(), patch);
         if !errors.is_empty() {
             return Err(ContainerError::Invalid(errors));
         }
@@ -531,6 +530,20 @@ impl ContainerService {
         }
         let live = self.live(&record).await?;
         Ok(ContainerView { record, state: live.state, started_at: live.started_at })
+    }
+
+    fn update_errors(&self, runtime: &dyn ContainerRuntime, patch: &ConfigPatch) -> Vec<FieldError> {
+        let mut errors = patch.validate(self.host_cores);
+        errors.extend(runtime.check_update(patch));
+        errors
+    }
+
+    /// What [`Self::update`] would refuse in `patch` for container `id`
+    /// (values out of range, fields its runtime cannot change), without
+    /// changing anything.
+    pub async fn check_update(&self, id: &str, patch: &ConfigPatch) -> Result<Vec<FieldError>, ContainerError> {
+        let record = self.record(id).await?;
+        Ok(self.update_errors(self.runtime(record.runtime)?.as_ref(), patch))
     }
 
     /// Resource use, named.

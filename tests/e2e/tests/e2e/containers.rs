@@ -286,6 +286,73 @@ async fn docker_events_show_outside_changes_within_two_seconds_without_polling()
     app.stop().await;
 }
 
+async fn patch(app: &TestApp, id: &str, if_match: Option<&str>, body: serde_json::Value) -> reqwest::Response {
+    let mut req = app.client.patch(format!("{}/api/v1/containers/{id}", app.address)).json(&body);
+    if let Some(tag) = if_match {
+        req = req.header("if-match", tag);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn patching_a_docker_container_changes_what_docker_applies() {
+    if !engine_ready("docker", docker().arg("info")) {
+        return;
+    }
+    let app = spawn_app_with(|s| s.lxc.enabled = false).await;
+    let name = unique("hs-e2e-patch");
+    let _guard = DockerGuard(vec![name.clone()]);
+    let body = serde_json::json!({
+        "name": name, "runtime": "docker", "image": image(), "start": true,
+        "config": {"memory_limit_bytes": 64 << 20, "command": ["sleep", "3600"]}
+    });
+    let r = app.client.post(format!("{}/api/v1/containers", app.address)).json(&body).send().await.unwrap();
+    let op = wait_op(&app, r).await;
+    assert_eq!(op["status"], "succeeded", "{op}");
+    let id = op["result"]["container"].as_str().unwrap().to_owned();
+    let r = app.get(&format!("/api/v1/containers/{id}")).await;
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+
+    let change = serde_json::json!({"config": {
+        "memory_limit_bytes": 128 << 20, "cpu_limit": 0.5, "pids_limit": 100,
+        "restart_policy": "unless-stopped", "labels": {"tier": "gold"}
+    }});
+    // Make sure the ETag moves even within the millisecond it was made in.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let r = patch(&app, &id, Some(&etag), change.clone()).await;
+    assert_eq!(r.status(), 200);
+    let new_etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    assert_ne!(new_etag, etag);
+    let c: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(c["config"]["memory_limit_bytes"], 128 << 20);
+    assert_eq!(c["config"]["labels"]["tier"], "gold");
+    assert_eq!(c["state"], "running");
+    let seen = inspect(&name).unwrap();
+    assert_eq!(seen["HostConfig"]["Memory"], 128 << 20, "docker inspect sees the new memory limit");
+    assert_eq!(seen["HostConfig"]["NanoCpus"], 500_000_000);
+    assert_eq!(seen["HostConfig"]["PidsLimit"], 100);
+    assert_eq!(seen["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+    assert_eq!(app.get(&format!("/api/v1/containers/{id}")).await.headers()["etag"], new_etag.as_str());
+    let listed = app.get_json("/api/v1/containers?label=tier=gold").await;
+    assert_eq!(listed["items"][0]["id"], id.as_str(), "labels homeserver keeps filter the list");
+
+    // The old ETag no longer matches; nothing changes.
+    let r = patch(&app, &id, Some(&etag), serde_json::json!({"config": {"pids_limit": 7}})).await;
+    assert_eq!(r.status(), 412);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "PRECONDITION_FAILED");
+    assert_eq!(inspect(&name).unwrap()["HostConfig"]["PidsLimit"], 100);
+    // What docker cannot change on an existing container: 422 naming it.
+    let r =
+        patch(&app, &id, None, serde_json::json!({"config": {"memory_limit_bytes": null, "env": {"A": "b"}}})).await;
+    assert_eq!(r.status(), 422);
+    let b: serde_json::Value = r.json().await.unwrap();
+    let mut fields: Vec<_> = b["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["config.env", "config.memory_limit_bytes"], "{b}");
+    assert_eq!(patch(&app, "no-such-id", None, change).await.status(), 404);
+    app.stop().await;
+}
+
 fn lxc_config() -> std::path::PathBuf {
     std::env::var("HOMESERVER_TEST_LXC_CONFIG").unwrap_or_else(|_| "/etc/homeserver-test/lxc.conf".to_owned()).into()
 }
@@ -352,6 +419,31 @@ async fn lxc_containers_through_the_api_are_what_lxc_sees() {
         .unwrap();
     let ex: serde_json::Value = r.json().await.unwrap();
     assert_eq!((ex["stdout"].as_str(), ex["exit_code"].as_i64()), (Some("lxc\n"), Some(4)), "{ex}");
+
+    // A new memory limit reaches the running container's cgroup and the config.
+    let etag = app.get(&format!("/api/v1/containers/{id}")).await.headers()["etag"].to_str().unwrap().to_owned();
+    let r = patch(
+        &app,
+        &id,
+        Some(&etag),
+        serde_json::json!({"config": {"memory_limit_bytes": 96 << 20, "pids_limit": null}}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let c: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (c["config"]["memory_limit_bytes"].as_u64(), c["config"]["pids_limit"].as_u64()),
+        (Some(96 << 20), None)
+    );
+    let limit = Command::new("lxc-cgroup").args(["-n", &name, "memory.limit_in_bytes"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&limit.stdout).trim(),
+        (96u64 << 20).to_string(),
+        "lxc-cgroup sees the new limit"
+    );
+    let config = std::fs::read_to_string(format!("/var/lib/lxc/{name}/config")).unwrap();
+    assert!(config.contains(&format!("lxc.cgroup.memory.limit_in_bytes = {}", 96u64 << 20)), "{config}");
+    assert_eq!(patch(&app, &id, Some(&etag), serde_json::json!({"config": {}})).await.status(), 412);
 
     let r =
         app.client.post(format!("{}/api/v1/containers/{id}/stop?timeout_secs=5", app.address)).send().await.unwrap();
