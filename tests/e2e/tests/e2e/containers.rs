@@ -5,6 +5,48 @@ use std::process::Command;
 use std::time::Duration;
 
 use e2e::{TestApp, spawn_app_with};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text frame on `ws` that is not a snapshot, as JSON.
+async fn next_frame(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = msg {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["topic"] != "snapshots" {
+                return v;
+            }
+        }
+    }
+}
+
+/// Follows `container_logs:{id}` until `lines` lines came; checks every frame's shape.
+async fn follow_lines(ws: &mut Ws, id: &str, lines: usize) -> Vec<serde_json::Value> {
+    let topic = format!("container_logs:{id}");
+    let op = serde_json::json!({"op": "subscribe", "topics": [topic], "tail": 0});
+    ws.send(Message::text(op.to_string())).await.unwrap();
+    let ok = next_frame(ws).await;
+    assert_eq!(
+        (ok["topic"].as_str(), ok["data"]["topics"][0].as_str()),
+        (Some("subscribed"), Some(topic.as_str())),
+        "{ok}"
+    );
+    let mut got = Vec::new();
+    while got.len() < lines {
+        let f = next_frame(ws).await;
+        assert_eq!(f["topic"], topic.as_str(), "{f}");
+        assert_eq!(f["seq"].as_u64(), Some(got.len() as u64 + 1), "seq counts from 1: {f}");
+        got.push(f["data"].clone());
+    }
+    got
+}
 
 /// The engine is reachable, else a visible skip (or a failure in CI).
 fn engine_ready(name: &str, probe: &mut Command) -> bool {
@@ -353,6 +395,72 @@ async fn patching_a_docker_container_changes_what_docker_applies() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn the_websocket_follows_a_docker_containers_log_as_it_prints() {
+    if !engine_ready("docker", docker().arg("info")) {
+        return;
+    }
+    let app = spawn_app_with(|s| s.lxc.enabled = false).await;
+    let name = unique("hs-e2e-logs");
+    let _guard = DockerGuard(vec![name.clone()]);
+    let script = "i=0; while :; do i=$((i+1)); echo line-$i; echo warn-$i >&2; sleep 0.2; done";
+    assert!(
+        docker().args(["run", "-d", "--name", &name, &image(), "sh", "-c", script]).output().unwrap().status.success()
+    );
+    listed_within(&app, &name, Duration::from_secs(2), |c| c.is_some()).await;
+    let id =
+        app.get_json(&format!("/api/v1/containers?name={name}")).await["items"][0]["id"].as_str().unwrap().to_owned();
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url("/api/v1/ws")).await.unwrap();
+    let t0 = std::time::Instant::now();
+    let lines = follow_lines(&mut ws, &id, 8).await;
+    assert!(t0.elapsed() >= Duration::from_millis(400), "lines came as printed, not a dump of old ones");
+    let out: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["stream"] == "stdout")
+        .map(|l| l["line"].as_str().unwrap().strip_prefix("line-").unwrap().parse().unwrap())
+        .collect();
+    assert!(out.windows(2).all(|w| w[1] == w[0] + 1), "consecutive stdout lines: {lines:?}");
+    assert!(lines.iter().any(|l| l["stream"] == "stderr" && l["line"].as_str().unwrap().starts_with("warn-")));
+    for l in &lines {
+        let ts = l["timestamp"].as_str().unwrap();
+        assert!(ts.ends_with('Z') && ts.contains('T'), "{l}");
+    }
+
+    // Unsubscribing stops the flow.
+    let topic = format!("container_logs:{id}");
+    ws.send(Message::text(serde_json::json!({"op": "unsubscribe", "topics": [topic]}).to_string())).await.unwrap();
+    loop {
+        let f = next_frame(&mut ws).await;
+        if f["topic"] == "unsubscribed" {
+            break;
+        }
+        assert_eq!(f["topic"], topic.as_str(), "only frames already queued: {f}");
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(800), next_frame(&mut ws)).await;
+    assert!(quiet.is_err(), "no more log frames after unsubscribe: {quiet:?}");
+
+    // An unknown container: an error frame naming the topic; the socket stays open.
+    ws.send(Message::text(r#"{"op":"subscribe","topics":["container_logs:no-such-id"]}"#)).await.unwrap();
+    let e = next_frame(&mut ws).await;
+    assert_eq!((e["topic"].as_str(), e["data"]["code"].as_str()), (Some("error"), Some("NOT_FOUND")), "{e}");
+    assert_eq!(e["data"]["topic"], "container_logs:no-such-id");
+
+    // Stopping the container ends its log: `unsubscribed` with a reason.
+    let (mut ws2, _) = tokio_tungstenite::connect_async(app.ws_url("/api/v1/ws")).await.unwrap();
+    follow_lines(&mut ws2, &id, 1).await;
+    assert!(docker().args(["kill", &name]).output().unwrap().status.success());
+    let ended = loop {
+        let f = next_frame(&mut ws2).await;
+        if f["topic"] != topic.as_str() {
+            break f;
+        }
+    };
+    assert_eq!(ended["topic"], "unsubscribed", "{ended}");
+    assert!(ended["data"]["reason"].as_str().is_some());
+    app.stop().await;
+}
+
 fn lxc_config() -> std::path::PathBuf {
     std::env::var("HOMESERVER_TEST_LXC_CONFIG").unwrap_or_else(|_| "/etc/homeserver-test/lxc.conf".to_owned()).into()
 }
@@ -395,7 +503,8 @@ async fn lxc_containers_through_the_api_are_what_lxc_sees() {
     let _guard = LxcGuard(vec![name.clone()]);
     let body = serde_json::json!({
         "name": name, "runtime": "lxc", "template": "busybox", "start": true,
-        "config": {"memory_limit_bytes": 64 << 20, "env": {"HELLO": "lxc"}}
+        "config": {"memory_limit_bytes": 64 << 20, "env": {"HELLO": "lxc"},
+                   "command": ["sh", "-c", "trap 'exit 0' TERM PWR; i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.2; done"]}
     });
     let r = app.client.post(format!("{}/api/v1/containers", app.address)).json(&body).send().await.unwrap();
     let op = wait_op(&app, r).await;
@@ -419,6 +528,19 @@ async fn lxc_containers_through_the_api_are_what_lxc_sees() {
         .unwrap();
     let ex: serde_json::Value = r.json().await.unwrap();
     assert_eq!((ex["stdout"].as_str(), ex["exit_code"].as_i64()), (Some("lxc\n"), Some(4)), "{ex}");
+
+    // The console log, followed over the WebSocket.
+    let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url("/api/v1/ws")).await.unwrap();
+    let lines = follow_lines(&mut ws, &id, 3).await;
+    let ticks: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            assert_eq!((l["stream"].as_str(), l["timestamp"].as_str()), (Some("console"), None), "{l}");
+            l["line"].as_str().unwrap().strip_prefix("tick-").unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "{ticks:?}");
+    drop(ws);
 
     // A new memory limit reaches the running container's cgroup and the config.
     let etag = app.get(&format!("/api/v1/containers/{id}")).await.headers()["etag"].to_str().unwrap().to_owned();
