@@ -7,11 +7,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, DeviceMapping, HostConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, ContainerUpdateBody, DeviceMapping, HostConfig,
     RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum,
 };
 use homeserver_domain::{
-    ContainerConfig, ContainerState, CreateSpec, LogLine, LogStream, RestartPolicy, RuntimeContainer, UnixMillis,
+    ConfigPatch, ContainerConfig, ContainerState, CreateSpec, LogLine, LogStream, RestartPolicy, RuntimeContainer,
+    UnixMillis,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -72,7 +73,7 @@ fn restart_from_docker(policy: Option<&DockerRestartPolicy>) -> RestartPolicy {
     }
 }
 
-fn restart_to_docker(policy: RestartPolicy) -> DockerRestartPolicy {
+pub(crate) fn restart_to_docker(policy: RestartPolicy) -> DockerRestartPolicy {
     let name = match policy {
         RestartPolicy::No => RestartPolicyNameEnum::NO,
         RestartPolicy::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
@@ -107,7 +108,7 @@ pub(crate) fn nano_cpus(cpu: f64) -> i64 {
     nano
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -227,6 +228,25 @@ pub(crate) fn create_body(spec: &CreateSpec) -> ContainerCreateBody {
     }
 }
 
+/// A [`ConfigPatch`] → the body of `POST /containers/{id}/update`.
+/// `current_swap` is the container's `MemorySwap`: a new memory limit
+/// keeps unlimited swap (`-1`), else gets Docker's default of as much swap
+/// as memory (`MemorySwap` = 2 × memory), as at creation. Removing a CPU or
+/// memory limit is not possible (Docker reads 0 as "unchanged"); callers
+/// refuse it first (`check_update`).
+pub(crate) fn update_body(patch: &ConfigPatch, current_swap: Option<i64>) -> ContainerUpdateBody {
+    let memory = patch.memory_limit_bytes.flatten().map(to_i64);
+    ContainerUpdateBody {
+        nano_cpus: patch.cpu_limit.flatten().map(nano_cpus),
+        memory,
+        memory_swap: memory.map(|m| if current_swap == Some(-1) { -1 } else { m.saturating_mul(2) }),
+        // -1: no limit.
+        pids_limit: patch.pids_limit.map(|p| p.map_or(-1, to_i64)),
+        restart_policy: patch.restart_policy.map(restart_to_docker),
+        ..ContainerUpdateBody::default()
+    }
+}
+
 /// Splits Docker's `timestamps=true` prefix (`2024-01-02T03:04:05.123456789Z `)
 /// off a log frame. Frames without a parseable prefix keep all their bytes.
 pub(crate) fn split_timestamp(frame: &[u8]) -> (Option<UnixMillis>, &[u8]) {
@@ -305,6 +325,21 @@ impl LogAssembler {
             stream,
             line: String::from_utf8_lossy(&bytes).into_owned(),
         });
+    }
+
+    /// The lines finished so far (for following a log).
+    pub(crate) fn take_lines(&mut self) -> Vec<LogLine> {
+        std::mem::take(&mut self.lines)
+    }
+
+    /// Ends unfinished lines (the stream ended) and takes every line.
+    pub(crate) fn flush(&mut self) -> Vec<LogLine> {
+        for (slot, stream) in [LogStream::Stdout, LogStream::Stderr, LogStream::Console].into_iter().enumerate() {
+            if let Some((ts, bytes)) = self.pending[slot].take() {
+                self.emit(stream, ts, bytes);
+            }
+        }
+        self.take_lines()
     }
 
     /// The lines, unfinished ones (no trailing newline) included.
@@ -499,5 +534,29 @@ mod tests {
         a.push(LogStream::Console, b"no stamp at all\n");
         let lines: Vec<_> = a.finish().into_iter().map(|l| (l.line, l.timestamp)).collect();
         assert_eq!(lines, [("new".to_owned(), None), ("no stamp at all".to_owned(), None)]);
+    }
+
+    #[test]
+    fn update_bodies_set_only_what_the_patch_changes() {
+        let patch = ConfigPatch {
+            cpu_limit: Some(Some(1.5)),
+            memory_limit_bytes: Some(Some(256 << 20)),
+            pids_limit: Some(None),
+            restart_policy: Some(RestartPolicy::Always),
+            labels: Some(BTreeMap::new()),
+        };
+        let body = update_body(&patch, Some(128 << 20));
+        assert_eq!(body.nano_cpus, Some(1_500_000_000));
+        assert_eq!((body.memory, body.memory_swap), (Some(256 << 20), Some(512 << 20)));
+        assert_eq!(body.pids_limit, Some(-1), "no limit");
+        assert_eq!(body.restart_policy.unwrap().name, Some(RestartPolicyNameEnum::ALWAYS));
+        // Unlimited swap stays unlimited.
+        assert_eq!(update_body(&patch, Some(-1)).memory_swap, Some(-1));
+        let only_pids = update_body(&ConfigPatch { pids_limit: Some(Some(9)), ..Default::default() }, None);
+        assert_eq!(
+            (only_pids.memory, only_pids.memory_swap, only_pids.nano_cpus, only_pids.pids_limit),
+            (None, None, None, Some(9))
+        );
+        assert!(only_pids.restart_policy.is_none());
     }
 }

@@ -16,8 +16,8 @@ use bollard::query_parameters::{
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::{Stream, StreamExt, stream};
 use homeserver_domain::{
-    ContainerRuntime, ContainerStats, CreateSpec, ExecRequest, ExecResult, LogLine, LogQuery, LogStream,
-    RuntimeContainer, RuntimeError, RuntimeKind,
+    ConfigPatch, ContainerRuntime, ContainerStats, CreateSpec, ExecRequest, ExecResult, FieldError, LogFollower,
+    LogLine, LogQuery, LogStream, RuntimeContainer, RuntimeError, RuntimeKind,
 };
 use tokio::io::AsyncWriteExt;
 use tracing::{Instrument, debug, info_span, instrument, warn};
@@ -431,6 +431,74 @@ impl DockerRuntime {
     }
 }
 
+/// Log options: stdout and stderr, always with timestamps (they date each
+/// line and let `since` filter below Docker's whole-second precision).
+fn logs_options(query: &LogQuery, follow: bool) -> bollard::query_parameters::LogsOptions {
+    let tail = query.tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
+    let mut builder = LogsOptionsBuilder::new().stdout(true).stderr(true).timestamps(true).tail(&tail).follow(follow);
+    if let Some(since) = query.since {
+        let secs = since.as_millis().div_euclid(1_000).clamp(0, i64::from(i32::MAX));
+        builder = builder.since(i32::try_from(secs).unwrap_or(i32::MAX));
+    }
+    builder.build()
+}
+
+type LogFrames =
+    std::pin::Pin<Box<dyn Stream<Item = Result<bollard::container::LogOutput, BollardError>> + Send + 'static>>;
+
+/// A followed Docker log: bollard's `follow=true` stream, assembled into
+/// lines. Dropping it closes the connection, which ends Docker's side.
+/// Docker ends the stream when the container stops.
+struct DockerLogFollower {
+    runtime: DockerRuntime,
+    runtime_id: String,
+    frames: LogFrames,
+    assembler: LogAssembler,
+    ready: std::collections::VecDeque<LogLine>,
+    ended: bool,
+}
+
+#[async_trait]
+impl LogFollower for DockerLogFollower {
+    async fn next_line(&mut self) -> Option<Result<LogLine, RuntimeError>> {
+        loop {
+            if let Some(line) = self.ready.pop_front() {
+                return Some(Ok(line));
+            }
+            if self.ended {
+                return None;
+            }
+            match self.frames.next().await {
+                Some(Ok(frame)) => {
+                    match frame {
+                        bollard::container::LogOutput::StdOut { message } => {
+                            self.assembler.push(LogStream::Stdout, &message);
+                        }
+                        bollard::container::LogOutput::StdErr { message } => {
+                            self.assembler.push(LogStream::Stderr, &message);
+                        }
+                        bollard::container::LogOutput::Console { message } => {
+                            self.assembler.push(LogStream::Console, &message);
+                        }
+                        bollard::container::LogOutput::StdIn { .. } => {}
+                    }
+                    self.ready.extend(self.assembler.take_lines());
+                }
+                Some(Err(e)) => {
+                    self.ended = true;
+                    let e =
+                        self.runtime.to_runtime_error_sync("follow logs", &self.runtime_id, CallKind::Container, &e);
+                    return Some(Err(e));
+                }
+                None => {
+                    self.ended = true;
+                    self.ready.extend(self.assembler.flush());
+                }
+            }
+        }
+    }
+}
+
 /// `read_pid` off the async threads, after checking that the pid Docker
 /// gave is really in the container's cgroup: in another pid namespace (or
 /// after pid reuse) it could name an unrelated process, whose figures must
@@ -565,15 +633,7 @@ impl ContainerRuntime for DockerRuntime {
 
     #[instrument(skip(self), fields(runtime = "docker"))]
     async fn logs(&self, runtime_id: &str, query: LogQuery) -> Result<Vec<LogLine>, RuntimeError> {
-        let tail = query.tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
-        // Always ask for timestamps: they date each line and let `since`
-        // filter below Docker's whole-second precision.
-        let mut builder = LogsOptionsBuilder::new().stdout(true).stderr(true).timestamps(true).tail(&tail);
-        if let Some(since) = query.since {
-            let secs = since.as_millis().div_euclid(1_000).clamp(0, i64::from(i32::MAX));
-            builder = builder.since(i32::try_from(secs).unwrap_or(i32::MAX));
-        }
-        let options = builder.build();
+        let options = logs_options(&query, false);
         self.call("logs", runtime_id, CallKind::Container, Duration::ZERO, |d| async move {
             let mut assembler = LogAssembler::new(query.timestamps, query.since);
             let mut frames = std::pin::pin!(d.logs(runtime_id, Some(options)));
@@ -590,6 +650,60 @@ impl ContainerRuntime for DockerRuntime {
             Ok(assembler.finish())
         })
         .await
+    }
+
+    #[instrument(skip(self), fields(runtime = "docker"))]
+    async fn follow_logs(&self, runtime_id: &str, query: LogQuery) -> Result<Box<dyn LogFollower>, RuntimeError> {
+        // The log stream only fails once polled: check the container first.
+        self.inspect_raw(runtime_id).await?;
+        let docker = self.client().await?;
+        let frames = docker.logs(runtime_id, Some(logs_options(&query, true)));
+        Ok(Box::new(DockerLogFollower {
+            runtime: self.clone(),
+            runtime_id: runtime_id.to_owned(),
+            frames: Box::pin(frames),
+            assembler: LogAssembler::new(query.timestamps, query.since),
+            ready: std::collections::VecDeque::new(),
+            ended: false,
+        }))
+    }
+
+    /// Docker can change limits and the restart policy of an existing
+    /// container, but not remove a CPU or memory limit (its update API
+    /// reads 0 as "unchanged"). Labels are homeserver's to keep.
+    fn check_update(&self, patch: &ConfigPatch) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if patch.cpu_limit == Some(None) {
+            errors.push(FieldError::new(
+                "config.cpu_limit",
+                "docker cannot remove the CPU limit of an existing container; set a new value or recreate it",
+            ));
+        }
+        if patch.memory_limit_bytes == Some(None) {
+            errors.push(FieldError::new(
+                "config.memory_limit_bytes",
+                "docker cannot remove the memory limit of an existing container; set a new value or recreate it",
+            ));
+        }
+        errors
+    }
+
+    #[instrument(skip(self, patch), fields(runtime = "docker"))]
+    async fn update(&self, runtime_id: &str, patch: &ConfigPatch) -> Result<(), RuntimeError> {
+        // Also proves the container exists when only labels change.
+        let current = self.inspect_raw(runtime_id).await?;
+        if !patch.touches_limits() {
+            return Ok(());
+        }
+        let swap = current.host_config.as_ref().and_then(|h| h.memory_swap);
+        let body = convert::update_body(patch, swap);
+        let result = self
+            .call("update", runtime_id, CallKind::Container, Duration::ZERO, |d| async move {
+                d.update_container(runtime_id, body).await
+            })
+            .await;
+        self.inner.targets.lock().unwrap_or_else(PoisonError::into_inner).forget(runtime_id);
+        result
     }
 
     #[instrument(skip(self, request), fields(runtime = "docker", command = ?request.command))]

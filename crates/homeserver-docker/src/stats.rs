@@ -170,6 +170,11 @@ impl TargetCache {
         self.0.retain(|_, t| t.at.elapsed() < ttl);
         self.0.insert(key.to_owned(), target);
     }
+
+    /// Drops a container's entry (its settings changed).
+    pub(crate) fn forget(&mut self, key: &str) {
+        self.0.remove(key);
+    }
 }
 
 /// One [`CpuMeter`] per container, reset when its init pid changes (a

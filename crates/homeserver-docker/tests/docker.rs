@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use homeserver_docker::{DockerOptions, DockerRuntime};
 use homeserver_domain::{
-    ContainerConfig, ContainerName, ContainerRuntime, ContainerState, CreateSpec, ExecRequest, LogQuery, LogStream,
-    RestartPolicy, RuntimeError, RuntimeKind, UnixMillis,
+    ConfigPatch, ContainerConfig, ContainerName, ContainerRuntime, ContainerState, CreateSpec, ExecRequest, LogQuery,
+    LogStream, RestartPolicy, RuntimeError, RuntimeKind, UnixMillis,
 };
 use serde_json::Value;
 
@@ -263,6 +263,103 @@ async fn logs_keep_streams_apart_with_timestamps() {
     let future = UnixMillis(now_millis() + 60_000);
     assert!(rt.logs(&id, LogQuery { tail: None, since: Some(future), timestamps: true }).await.unwrap().is_empty());
     assert!(matches!(rt.logs("hs-test-no-such-container", LogQuery::default()).await, Err(RuntimeError::NotFound)));
+}
+
+#[tokio::test]
+async fn followed_logs_bring_new_lines_as_printed_and_end_with_the_container() {
+    let Some(rt) = runtime().await else { return };
+    let mut guard = Cleanup(vec![]);
+    // Prints one line at once, then one per 300 ms on stdout and stderr in turn, then exits.
+    let id = running(
+        &rt,
+        &mut guard,
+        &["sh", "-c", "echo first; for i in 1 2 3 4; do sleep 0.3; echo out-$i; echo err-$i >&2; done"],
+    )
+    .await;
+    let started = Instant::now();
+    let mut follower = rt.follow_logs(&id, LogQuery { tail: Some(10), since: None, timestamps: true }).await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(10), follower.next_line()).await.unwrap() {
+        let line = line.unwrap();
+        assert!(line.timestamp.is_some(), "{line:?}");
+        seen.push((line.stream, line.line));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900), "lines came as printed, not all at once");
+    assert_eq!(seen[0], (LogStream::Stdout, "first".to_owned()));
+    for i in 1..=4 {
+        assert!(seen.contains(&(LogStream::Stdout, format!("out-{i}"))), "{seen:?}");
+        assert!(seen.contains(&(LogStream::Stderr, format!("err-{i}"))), "{seen:?}");
+    }
+    assert_eq!(seen.len(), 9, "{seen:?}");
+    assert!(matches!(
+        rt.follow_logs("hs-test-no-such-container", LogQuery::default()).await.err(),
+        Some(RuntimeError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn dropping_a_follower_closes_the_stream() {
+    let Some(rt) = runtime().await else { return };
+    let mut guard = Cleanup(vec![]);
+    let id = running(&rt, &mut guard, &["sh", "-c", "while :; do echo tick; sleep 0.1; done"]).await;
+    let mut follower = rt.follow_logs(&id, LogQuery { tail: Some(0), since: None, timestamps: false }).await.unwrap();
+    let line = tokio::time::timeout(Duration::from_secs(5), follower.next_line()).await.unwrap().unwrap().unwrap();
+    assert_eq!((line.line.as_str(), line.timestamp), ("tick", None));
+    drop(follower);
+    // Nothing to observe on the daemon's side but that it keeps answering.
+    rt.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn update_changes_limits_and_restart_policy_live_and_refuses_removing_cpu_or_memory() {
+    let Some(rt) = runtime().await else { return };
+    let mut guard = Cleanup(vec![]);
+    let name = guard.name();
+    let mut s = spec(&name, &["sleep", "300"]);
+    s.config.memory_limit_bytes = Some(64 << 20);
+    s.config.cpu_limit = Some(0.5);
+    let id = rt.create(&s).await.unwrap();
+    rt.start(&id).await.unwrap();
+
+    let patch = ConfigPatch {
+        memory_limit_bytes: Some(Some(256 << 20)),
+        cpu_limit: Some(Some(1.0)),
+        pids_limit: Some(Some(42)),
+        restart_policy: Some(RestartPolicy::UnlessStopped),
+        labels: None,
+    };
+    assert!(rt.check_update(&patch).is_empty());
+    rt.update(&id, &patch).await.unwrap();
+    let seen = docker_inspect(&name).unwrap();
+    assert_eq!(seen["HostConfig"]["Memory"], 256 << 20);
+    assert_eq!(seen["HostConfig"]["NanoCpus"], 1_000_000_000);
+    assert_eq!(seen["HostConfig"]["PidsLimit"], 42);
+    assert_eq!(seen["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+    // The running container's cgroup has it now, not at its next start.
+    let limit = docker(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+    ])
+    .unwrap();
+    assert_eq!(limit.trim(), (256u64 << 20).to_string());
+    let inspected = rt.inspect(&id).await.unwrap();
+    assert_eq!((inspected.config.memory_limit_bytes, inspected.config.pids_limit), (Some(256 << 20), Some(42)));
+
+    // Removing the pids limit works; removing CPU or memory limits is refused up front.
+    rt.update(&id, &ConfigPatch { pids_limit: Some(None), ..Default::default() }).await.unwrap();
+    assert_eq!(rt.inspect(&id).await.unwrap().config.pids_limit, None);
+    let refused =
+        rt.check_update(&ConfigPatch { cpu_limit: Some(None), memory_limit_bytes: Some(None), ..Default::default() });
+    let fields: Vec<_> = refused.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["config.cpu_limit", "config.memory_limit_bytes"]);
+
+    // What Docker itself refuses is Rejected, not a crash.
+    let below_floor = ConfigPatch { memory_limit_bytes: Some(Some(1 << 20)), ..Default::default() };
+    assert!(matches!(rt.update(&id, &below_floor).await, Err(RuntimeError::Rejected(_))));
+    assert!(matches!(rt.update("hs-test-no-such-container", &patch).await, Err(RuntimeError::NotFound)));
 }
 
 #[tokio::test]

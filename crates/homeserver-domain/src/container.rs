@@ -276,6 +276,72 @@ impl ContainerConfig {
     }
 }
 
+/// A change to an existing container's settings, field by field: `None`
+/// leaves a field as it is; for the limits, `Some(None)` removes the limit
+/// and `Some(Some(v))` sets it. Only what can change without recreating the
+/// container is here (the environment, command and devices cannot).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConfigPatch {
+    /// CPUs (fractional).
+    pub cpu_limit: Option<Option<f64>>,
+    /// Memory limit.
+    pub memory_limit_bytes: Option<Option<u64>>,
+    /// Most processes and threads.
+    pub pids_limit: Option<Option<u64>>,
+    /// Restart policy.
+    pub restart_policy: Option<RestartPolicy>,
+    /// Labels (the whole map).
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+impl ConfigPatch {
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// Changes a limit or the restart policy (something the engine applies).
+    pub fn touches_limits(&self) -> bool {
+        self.cpu_limit.is_some()
+            || self.memory_limit_bytes.is_some()
+            || self.pids_limit.is_some()
+            || self.restart_policy.is_some()
+    }
+
+    /// `config` with this patch applied.
+    pub fn apply_to(&self, config: &ContainerConfig) -> ContainerConfig {
+        let mut out = config.clone();
+        if let Some(v) = self.cpu_limit {
+            out.cpu_limit = v;
+        }
+        if let Some(v) = self.memory_limit_bytes {
+            out.memory_limit_bytes = v;
+        }
+        if let Some(v) = self.pids_limit {
+            out.pids_limit = v;
+        }
+        if let Some(v) = self.restart_policy {
+            out.restart_policy = v;
+        }
+        if let Some(v) = &self.labels {
+            out.labels = v.clone();
+        }
+        out
+    }
+
+    /// Validates the values being set (the same rules as at creation).
+    pub fn validate(&self, host_cores: u32) -> Vec<FieldError> {
+        ContainerConfig {
+            cpu_limit: self.cpu_limit.flatten(),
+            memory_limit_bytes: self.memory_limit_bytes.flatten(),
+            pids_limit: self.pids_limit.flatten(),
+            labels: self.labels.clone().unwrap_or_default(),
+            ..ContainerConfig::default()
+        }
+        .validate(host_cores)
+    }
+}
+
 /// A validated container name: `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContainerName(String);
@@ -380,6 +446,17 @@ pub struct LogLine {
     pub stream: LogStream,
     /// The text, without its newline.
     pub line: String,
+}
+
+/// A container's log as it grows: the lines asked for at the start, then
+/// each new one as the container prints it. Dropping it stops following
+/// (the adapter closes its stream or file; nothing keeps running).
+#[async_trait]
+pub trait LogFollower: Send {
+    /// The next line, waiting for it; `None` once the log has ended (the
+    /// container stopped, for engines whose log stream ends then, or was
+    /// removed). After an error the follower ends.
+    async fn next_line(&mut self) -> Option<Result<LogLine, RuntimeError>>;
 }
 
 /// A command to run in a container.
@@ -487,6 +564,22 @@ pub trait ContainerRuntime: Send + Sync {
 
     /// Reads its logs.
     async fn logs(&self, runtime_id: &str, query: LogQuery) -> Result<Vec<LogLine>, RuntimeError>;
+
+    /// Follows its log: the last `query.tail` lines, then new ones as they
+    /// come (`since` and `timestamps` as for [`ContainerRuntime::logs`]).
+    /// `NotFound` at once for an unknown container.
+    async fn follow_logs(&self, runtime_id: &str, query: LogQuery) -> Result<Box<dyn LogFollower>, RuntimeError>;
+
+    /// The fields of `patch` this engine cannot change on an existing
+    /// container, as field errors (`config.<field>`); empty when it can
+    /// apply all of it. Called before [`ContainerRuntime::update`].
+    fn check_update(&self, patch: &ConfigPatch) -> Vec<FieldError>;
+
+    /// Applies `patch` to an existing container: limits and restart policy
+    /// at once when it runs, and kept for its next start; labels where the
+    /// engine keeps them (engines that cannot change them leave them to
+    /// homeserver's record).
+    async fn update(&self, runtime_id: &str, patch: &ConfigPatch) -> Result<(), RuntimeError>;
 
     /// Runs a command in it.
     async fn exec(&self, runtime_id: &str, request: &ExecRequest) -> Result<ExecResult, RuntimeError>;

@@ -1,13 +1,23 @@
 //! The container use cases over the runtime map and the record repository:
 //! one model for every runtime, real state always read from the runtime,
 //! stable ids kept across restarts.
+//!
+//! ## What a list reads
+//! A runtime's container list is read from the engine, except while the
+//! engine's event stream is known to be connected ([`ContainerService::set_watched`]):
+//! then the last list read is reused until something could have changed it,
+//! that is until an event arrives ([`ContainerService::invalidate`]), homeserver
+//! itself acts on the runtime, the stream drops, or [`LIST_MAX_AGE_MS`]
+//! passes. Records are always read from the repository. Single containers
+//! (`get`, actions, stats) are always inspected live.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::container::{
-    ContainerConfig, ContainerName, ContainerRecord, ContainerRepository, ContainerRuntime, ContainerState, CreateSpec,
-    ExecRequest, ExecResult, LogLine, LogQuery, RuntimeContainer, RuntimeError, RuntimeKind,
+    ConfigPatch, ContainerConfig, ContainerName, ContainerRecord, ContainerRepository, ContainerRuntime,
+    ContainerState, CreateSpec, ExecRequest, ExecResult, LogFollower, LogLine, LogQuery, RuntimeContainer,
+    RuntimeError, RuntimeKind,
 };
 use crate::error::{FieldError, RepositoryError};
 use crate::ports::Clock;
@@ -128,6 +138,21 @@ pub enum Action {
     Unpause,
 }
 
+/// Longest a watched runtime's list is reused without an event (a safety
+/// net should an event ever be lost).
+pub const LIST_MAX_AGE_MS: i64 = 30_000;
+
+/// What is known about one runtime's list between reads.
+#[derive(Debug, Default)]
+struct ListState {
+    /// `None`: the runtime has no event stream; `Some(connected)`.
+    watched: Option<bool>,
+    /// Bumped by anything that may have changed the list.
+    epoch: u64,
+    /// The last list read while watched, with the epoch it was read in and when.
+    cached: Option<(u64, UnixMillis, Arc<Vec<RuntimeContainer>>)>,
+}
+
 /// The container use cases.
 pub struct ContainerService {
     runtimes: BTreeMap<RuntimeKind, Arc<dyn ContainerRuntime>>,
@@ -135,6 +160,7 @@ pub struct ContainerService {
     clock: Arc<dyn Clock>,
     new_id: Arc<dyn Fn() -> String + Send + Sync>,
     host_cores: u32,
+    lists: Mutex<BTreeMap<RuntimeKind, ListState>>,
 }
 
 impl ContainerService {
@@ -147,7 +173,69 @@ impl ContainerService {
         host_cores: u32,
     ) -> Self {
         let runtimes = runtimes.into_iter().map(|r| (r.kind(), r)).collect();
-        Self { runtimes, repository, clock, new_id, host_cores }
+        Self { runtimes, repository, clock, new_id, host_cores, lists: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn with_list<T>(&self, kind: RuntimeKind, f: impl FnOnce(&mut ListState) -> T) -> T {
+        // Every critical section below is a few assignments: a poisoned
+        // lock still guards consistent data.
+        let mut lists = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
+        f(lists.entry(kind).or_default())
+    }
+
+    /// Tells the service whether `kind`'s event stream is connected. While
+    /// it is, lists of that runtime are reused until [`Self::invalidate`];
+    /// either way the next list reads the engine.
+    pub fn set_watched(&self, kind: RuntimeKind, connected: bool) {
+        self.with_list(kind, |l| {
+            l.watched = Some(connected);
+            l.epoch += 1;
+            l.cached = None;
+        });
+    }
+
+    /// `Some(connected)` for a runtime whose event stream is followed,
+    /// `None` for one read by polling only.
+    pub fn watched(&self, kind: RuntimeKind) -> Option<bool> {
+        self.with_list(kind, |l| l.watched)
+    }
+
+    /// Something may have changed `kind`'s containers (an engine event, an
+    /// action): the next list reads the engine.
+    pub fn invalidate(&self, kind: RuntimeKind) {
+        self.with_list(kind, |l| {
+            l.epoch += 1;
+            l.cached = None;
+        });
+    }
+
+    /// The runtime's containers: the reusable list when there is one, else
+    /// a fresh read (kept when the runtime is watched and nothing changed
+    /// while it was read).
+    async fn runtime_list(&self, kind: RuntimeKind) -> Result<Arc<Vec<RuntimeContainer>>, ContainerError> {
+        let runtime = self.runtime(kind)?;
+        let now = self.clock.now();
+        let epoch = self.with_list(kind, |l| match &l.cached {
+            Some((epoch, at, list))
+                if l.watched == Some(true)
+                    && *epoch == l.epoch
+                    && (0..LIST_MAX_AGE_MS).contains(&(now.as_millis() - at.as_millis())) =>
+            {
+                Err(Arc::clone(list))
+            }
+            _ => Ok(l.epoch),
+        });
+        let epoch = match epoch {
+            Ok(epoch) => epoch,
+            Err(cached) => return Ok(cached),
+        };
+        let live = Arc::new(runtime.list().await?);
+        self.with_list(kind, |l| {
+            if l.watched == Some(true) && l.epoch == epoch {
+                l.cached = Some((epoch, now, Arc::clone(&live)));
+            }
+        });
+        Ok(live)
     }
 
     /// The runtime of `kind`, if configured.
@@ -165,14 +253,13 @@ impl ContainerService {
     /// records of vanished containers go. Returns the live views.
     #[tracing::instrument(name = "containers.reconcile", skip(self))]
     pub async fn reconcile(&self, kind: RuntimeKind) -> Result<Vec<ContainerView>, ContainerError> {
-        let runtime = self.runtime(kind)?;
-        let live = runtime.list().await?;
+        let live = self.runtime_list(kind).await?;
         let records = self.repository.list().await?;
         let mut by_runtime_id: BTreeMap<&str, &ContainerRecord> =
             records.iter().filter(|r| r.runtime == kind).map(|r| (r.runtime_id.as_str(), r)).collect();
         let now = self.clock.now();
         let mut views = Vec::with_capacity(live.len());
-        for c in live {
+        for c in live.iter() {
             let record = match by_runtime_id.remove(c.runtime_id.as_str()) {
                 Some(r) if r.name == c.name => r.clone(),
                 Some(r) => {
@@ -291,7 +378,9 @@ impl ContainerService {
             template_options: request.template_options.clone(),
             config: request.config.clone(),
         };
-        let runtime_id = match runtime.create(&spec).await {
+        let created = runtime.create(&spec).await;
+        self.invalidate(request.runtime);
+        let runtime_id = match created {
             Err(RuntimeError::NameTaken) => return Err(ContainerError::NameTaken(request.name.to_string())),
             other => other?,
         };
@@ -332,7 +421,9 @@ impl ContainerService {
             Err(e) => return Err(e.into()),
         };
         if request.start {
-            runtime.start(&record.runtime_id).await?;
+            let started = runtime.start(&record.runtime_id).await;
+            self.invalidate(request.runtime);
+            started?;
         }
         Ok(record)
     }
@@ -343,14 +434,15 @@ impl ContainerService {
         let record = self.record(id).await?;
         let runtime = self.runtime(record.runtime)?;
         let rid = record.runtime_id.as_str();
-        match action {
-            Action::Start => runtime.start(rid).await?,
-            Action::Stop { timeout_secs } => runtime.stop(rid, timeout_secs).await?,
-            Action::Restart { timeout_secs } => runtime.restart(rid, timeout_secs).await?,
-            Action::Pause => runtime.pause(rid).await?,
-            Action::Unpause => runtime.unpause(rid).await?,
-        }
-        Ok(())
+        let done = match action {
+            Action::Start => runtime.start(rid).await,
+            Action::Stop { timeout_secs } => runtime.stop(rid, timeout_secs).await,
+            Action::Restart { timeout_secs } => runtime.restart(rid, timeout_secs).await,
+            Action::Pause => runtime.pause(rid).await,
+            Action::Unpause => runtime.unpause(rid).await,
+        };
+        self.invalidate(record.runtime);
+        Ok(done?)
     }
 
     /// Checks a delete may go ahead (`Running` without `force`).
@@ -369,7 +461,9 @@ impl ContainerService {
     #[tracing::instrument(name = "containers.delete", skip(self))]
     pub async fn delete(&self, id: &str, force: bool) -> Result<(), ContainerError> {
         let record = self.record(id).await?;
-        match self.runtime(record.runtime)?.remove(&record.runtime_id, force).await {
+        let removed = self.runtime(record.runtime)?.remove(&record.runtime_id, force).await;
+        self.invalidate(record.runtime);
+        match removed {
             Ok(()) | Err(RuntimeError::NotFound) => {}
             Err(RuntimeError::InvalidState(_)) => return Err(ContainerError::Running),
             Err(e) => return Err(e.into()),
@@ -396,6 +490,60 @@ impl ContainerService {
     pub async fn logs(&self, id: &str, query: LogQuery) -> Result<Vec<LogLine>, ContainerError> {
         let record = self.record(id).await?;
         Ok(self.runtime(record.runtime)?.logs(&record.runtime_id, query).await?)
+    }
+
+    /// Follows a container's log (see [`ContainerRuntime::follow_logs`]).
+    pub async fn follow_logs(&self, id: &str, query: LogQuery) -> Result<Box<dyn LogFollower>, ContainerError> {
+        let record = self.record(id).await?;
+        Ok(self.runtime(record.runtime)?.follow_logs(&record.runtime_id, query).await?)
+    }
+
+    /// Changes an existing container's settings: limits and restart policy
+    /// through its runtime (at once when it runs), labels in the record.
+    /// Fields the runtime cannot change are refused (`Invalid`, naming
+    /// them) before anything changes. Returns the container as it now is.
+    #[tracing::instrument(name = "containers.update", skip(self, patch))]
+    pub async fn update(&self, id: &str, patch: &ConfigPatch) -> Result<ContainerView, ContainerError> {
+        let mut record = self.record(id).await?;
+        let runtime = self.runtime(record.runtime)?;
+        let errors = self.update_errors(runtime.as_ref(), patch);
+        if !errors.is_empty() {
+            return Err(ContainerError::Invalid(errors));
+        }
+        if !patch.is_empty() {
+            let updated = runtime.update(&record.runtime_id, patch).await;
+            self.invalidate(record.runtime);
+            match updated {
+                // The engine refused the values (a memory limit below what
+                // the container uses, ...): the caller's to fix.
+                Err(RuntimeError::Rejected(why)) => {
+                    return Err(ContainerError::Invalid(vec![FieldError::new(
+                        "config",
+                        format!("the engine refused the change: {why}"),
+                    )]));
+                }
+                other => other?,
+            }
+            record.config = patch.apply_to(&record.config);
+            record.updated_at = self.clock.now();
+            self.repository.update(&record).await?;
+        }
+        let live = self.live(&record).await?;
+        Ok(ContainerView { record, state: live.state, started_at: live.started_at })
+    }
+
+    fn update_errors(&self, runtime: &dyn ContainerRuntime, patch: &ConfigPatch) -> Vec<FieldError> {
+        let mut errors = patch.validate(self.host_cores);
+        errors.extend(runtime.check_update(patch));
+        errors
+    }
+
+    /// What [`Self::update`] would refuse in `patch` for container `id`
+    /// (values out of range, fields its runtime cannot change), without
+    /// changing anything.
+    pub async fn check_update(&self, id: &str, patch: &ConfigPatch) -> Result<Vec<FieldError>, ContainerError> {
+        let record = self.record(id).await?;
+        Ok(self.update_errors(self.runtime(record.runtime)?.as_ref(), patch))
     }
 
     /// Resource use, named.
@@ -618,5 +766,148 @@ mod tests {
         };
         let err = svc.create(&req).await.unwrap_err();
         assert_eq!(err.code(), "SOURCE_NOT_FOUND");
+    }
+
+    fn svc_over(rt: MockContainerRuntime, repo: MockContainerRepository) -> ContainerService {
+        ContainerService::new(vec![Arc::new(rt)], Arc::new(repo), clock(), ids(), 2)
+    }
+
+    #[tokio::test]
+    async fn a_watched_runtime_list_is_reused_until_something_changes() {
+        let reads = Arc::new(Mutex::new(0));
+        let mut rt = MockContainerRuntime::new();
+        rt.expect_kind().return_const(RuntimeKind::Docker);
+        let r = reads.clone();
+        rt.expect_list().returning(move || {
+            *r.lock().unwrap() += 1;
+            Ok(vec![live("d1", "web", ContainerState::Running)])
+        });
+        let mut repo = MockContainerRepository::new();
+        repo.expect_list().returning(|| Ok(vec![record("a", "d1", "web")]));
+        let svc = svc_over(rt, repo);
+        let reads_now = || *reads.lock().unwrap();
+
+        // Not watched (no event stream): every list reads the engine.
+        svc.list().await.unwrap();
+        svc.list().await.unwrap();
+        assert_eq!((reads_now(), svc.watched(RuntimeKind::Docker)), (2, None));
+
+        // Watched: one read, then reuse until an event or an action.
+        svc.set_watched(RuntimeKind::Docker, true);
+        svc.list().await.unwrap();
+        svc.list().await.unwrap();
+        assert_eq!(reads_now(), 3);
+        svc.invalidate(RuntimeKind::Docker);
+        svc.list().await.unwrap();
+        svc.list().await.unwrap();
+        assert_eq!(reads_now(), 4);
+
+        // The stream dropped: back to reading every time.
+        svc.set_watched(RuntimeKind::Docker, false);
+        svc.list().await.unwrap();
+        svc.list().await.unwrap();
+        assert_eq!((reads_now(), svc.watched(RuntimeKind::Docker)), (6, Some(false)));
+    }
+
+    #[tokio::test]
+    async fn actions_invalidate_the_reused_list() {
+        let mut rt = runtime_with(vec![live("d1", "web", ContainerState::Stopped)]);
+        rt.expect_start().returning(|_| Ok(()));
+        let mut repo = MockContainerRepository::new();
+        repo.expect_list().returning(|| Ok(vec![record("a", "d1", "web")]));
+        repo.expect_get().returning(|_| Ok(Some(record("a", "d1", "web"))));
+        let svc = svc_over(rt, repo);
+        svc.set_watched(RuntimeKind::Docker, true);
+        svc.list().await.unwrap();
+        let cached = |svc: &ContainerService| svc.with_list(RuntimeKind::Docker, |l| l.cached.is_some());
+        assert!(cached(&svc));
+        svc.act("a", Action::Start).await.unwrap();
+        assert!(!cached(&svc), "an action makes the next list read the engine");
+    }
+
+    #[tokio::test]
+    async fn a_list_read_while_an_event_arrived_is_not_kept() {
+        let svc = Arc::new(Mutex::new(None::<Arc<ContainerService>>));
+        let hook = svc.clone();
+        let mut rt = MockContainerRuntime::new();
+        rt.expect_kind().return_const(RuntimeKind::Docker);
+        rt.expect_list().returning(move || {
+            // An event lands while the engine is being read.
+            if let Some(s) = hook.lock().unwrap().as_ref() {
+                s.invalidate(RuntimeKind::Docker);
+            }
+            Ok(vec![])
+        });
+        let mut repo = MockContainerRepository::new();
+        repo.expect_list().returning(|| Ok(vec![]));
+        let service = Arc::new(svc_over(rt, repo));
+        *svc.lock().unwrap() = Some(service.clone());
+        service.set_watched(RuntimeKind::Docker, true);
+        service.list().await.unwrap();
+        assert!(service.with_list(RuntimeKind::Docker, |l| l.cached.is_none()), "a possibly stale read is not reused");
+        *svc.lock().unwrap() = None;
+    }
+
+    #[tokio::test]
+    async fn update_refuses_what_the_runtime_cannot_change_before_touching_anything() {
+        let mut rt = runtime_with(vec![]);
+        rt.expect_check_update().returning(|_| vec![FieldError::new("config.memory_limit_bytes", "cannot be removed")]);
+        rt.expect_update().never();
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|_| Ok(Some(record("a", "d1", "web"))));
+        repo.expect_update().never();
+        let svc = svc_over(rt, repo);
+        let patch = ConfigPatch { memory_limit_bytes: Some(None), pids_limit: Some(Some(0)), ..Default::default() };
+        match svc.update("a", &patch).await {
+            Err(ContainerError::Invalid(errors)) => {
+                let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+                assert_eq!(fields, ["config.pids_limit", "config.memory_limit_bytes"]);
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn update_applies_through_the_runtime_then_keeps_the_new_config() {
+        let mut rt = runtime_with(vec![]);
+        rt.expect_check_update().returning(|_| vec![]);
+        rt.expect_update()
+            .withf(|id, p| id == "d1" && p.memory_limit_bytes == Some(Some(128 << 20)))
+            .times(1)
+            .returning(|_, _| Ok(()));
+        rt.expect_inspect().returning(|_| Ok(live("d1", "web", ContainerState::Running)));
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|_| Ok(Some(record("a", "d1", "web"))));
+        repo.expect_update()
+            .withf(|r| {
+                r.config.memory_limit_bytes == Some(128 << 20)
+                    && r.config.labels.get("tier").map(String::as_str) == Some("gold")
+                    && r.updated_at == UnixMillis(5_000)
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        let svc = svc_over(rt, repo);
+        let patch = ConfigPatch {
+            memory_limit_bytes: Some(Some(128 << 20)),
+            labels: Some(BTreeMap::from([("tier".to_owned(), "gold".to_owned())])),
+            ..Default::default()
+        };
+        let view = svc.update("a", &patch).await.unwrap();
+        assert_eq!((view.state, view.record.config.memory_limit_bytes), (ContainerState::Running, Some(128 << 20)));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_runtime_failure_of_update_is_reported() {
+        let mut rt = runtime_with(vec![]);
+        rt.expect_check_update().returning(|_| vec![]);
+        rt.expect_update()
+            .returning(|_, _| Err(RuntimeError::Unavailable { runtime: RuntimeKind::Docker, reason: "down".into() }));
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|id| Ok((id == "a").then(|| record("a", "d1", "web"))));
+        repo.expect_update().never();
+        let svc = svc_over(rt, repo);
+        let patch = ConfigPatch { pids_limit: Some(Some(10)), ..Default::default() };
+        assert!(matches!(svc.update("zz", &patch).await, Err(ContainerError::NotFound)));
+        assert!(matches!(svc.update("a", &patch).await, Err(ContainerError::RuntimeUnavailable(RuntimeKind::Docker))));
     }
 }

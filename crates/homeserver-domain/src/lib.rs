@@ -117,9 +117,9 @@ pub use access::{
 #[cfg(any(test, feature = "mocks"))]
 pub use access::{MockAuditRepository, MockTokenRepository};
 pub use container::{
-    ContainerConfig, ContainerName, ContainerRecord, ContainerRepository, ContainerRuntime, ContainerState, CreateSpec,
-    ExecRequest, ExecResult, LogLine, LogQuery, LogStream, MIN_MEMORY_BYTES, RestartPolicy, RuntimeContainer,
-    RuntimeError, RuntimeKind,
+    ConfigPatch, ContainerConfig, ContainerName, ContainerRecord, ContainerRepository, ContainerRuntime,
+    ContainerState, CreateSpec, ExecRequest, ExecResult, LogFollower, LogLine, LogQuery, LogStream, MIN_MEMORY_BYTES,
+    RestartPolicy, RuntimeContainer, RuntimeError, RuntimeKind,
 };
 #[cfg(any(test, feature = "mocks"))]
 pub use container::{MockContainerRepository, MockContainerRuntime};

@@ -47,7 +47,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use homeserver_domain::{ContainerConfig, RestartPolicy};
+use homeserver_domain::{ConfigPatch, ContainerConfig, RestartPolicy};
 
 use crate::error::LxcError;
 
@@ -443,6 +443,120 @@ fn fstab_unescape(s: &str) -> String {
     s.replace(r"\040", " ").replace(r"\011", "\t").replace(r"\012", "\n").replace(r"\134", "\\")
 }
 
+/// The config keys a patch replaces: every line setting them (the
+/// template's too) goes, so the new value is the only one.
+fn patched_keys(version: CgroupVersion, patch: &ConfigPatch) -> Vec<String> {
+    let p = version.prefix();
+    let mut keys = Vec::new();
+    if patch.memory_limit_bytes.is_some() {
+        keys.push(match version {
+            CgroupVersion::V1 => format!("{p}memory.limit_in_bytes"),
+            CgroupVersion::V2 => format!("{p}memory.max"),
+        });
+    }
+    if patch.cpu_limit.is_some() {
+        match version {
+            CgroupVersion::V1 => {
+                keys.push(format!("{p}cpu.cfs_period_us"));
+                keys.push(format!("{p}cpu.cfs_quota_us"));
+            }
+            CgroupVersion::V2 => keys.push(format!("{p}cpu.max")),
+        }
+    }
+    if patch.pids_limit.is_some() {
+        keys.push(format!("{p}pids.max"));
+    }
+    if patch.restart_policy.is_some() {
+        keys.push("lxc.start.auto".to_owned());
+    }
+    keys
+}
+
+/// The config lines that set what `patch` sets (none for a removed limit).
+fn patched_lines(version: CgroupVersion, patch: &ConfigPatch) -> Vec<String> {
+    let settings = ContainerConfig {
+        cpu_limit: patch.cpu_limit.flatten(),
+        memory_limit_bytes: patch.memory_limit_bytes.flatten(),
+        pids_limit: patch.pids_limit.flatten(),
+        restart_policy: patch.restart_policy.unwrap_or_default(),
+        ..ContainerConfig::default()
+    };
+    let block = render_block(&ManagedSettings {
+        config: &settings,
+        cgroup: version,
+        devices: &[],
+        container_dir: Path::new("/"),
+        console_log: Path::new("/"),
+    });
+    let keys = patched_keys(version, patch);
+    block
+        .lines()
+        .filter(|l| l.split_once('=').is_some_and(|(k, _)| keys.iter().any(|key| key == k.trim())))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `existing` with the limits and restart policy `patch` changes replaced:
+/// every line setting those keys goes (wherever it is), the new lines join
+/// the managed block (made if there is none; the rest of the block stays).
+pub(crate) fn with_patch(existing: &str, version: CgroupVersion, patch: &ConfigPatch) -> String {
+    let keys = patched_keys(version, patch);
+    if keys.is_empty() {
+        return existing.to_owned();
+    }
+    let replaced = |line: &str| {
+        let l = line.trim();
+        !l.starts_with('#') && l.split_once('=').is_some_and(|(k, _)| keys.iter().any(|key| key == k.trim()))
+    };
+    let mut outside = Vec::new();
+    let mut block = Vec::new();
+    let mut inside = false;
+    for line in existing.lines() {
+        match line.trim() {
+            l if l == BLOCK_BEGIN => inside = true,
+            l if l == BLOCK_END => inside = false,
+            _ if replaced(line) => {}
+            _ if inside => block.push(line.to_owned()),
+            _ => outside.push(line),
+        }
+    }
+    block.extend(patched_lines(version, patch));
+    let mut rendered = vec![BLOCK_BEGIN.to_owned()];
+    rendered.extend(block);
+    rendered.push(BLOCK_END.to_owned());
+    with_managed_block(&outside.join("\n"), &(rendered.join("\n") + "\n"))
+}
+
+/// `(cgroup file, value)` pairs that apply `patch`'s limits to a running
+/// container (`lxc-cgroup`); a removed limit is written as "no limit".
+pub(crate) fn live_cgroup_values(version: CgroupVersion, patch: &ConfigPatch) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    match version {
+        CgroupVersion::V1 => {
+            if let Some(mem) = patch.memory_limit_bytes {
+                out.push(("memory.limit_in_bytes", mem.map_or_else(|| "-1".to_owned(), |m| m.to_string())));
+            }
+            if let Some(cpu) = patch.cpu_limit {
+                out.push(("cpu.cfs_period_us", CPU_PERIOD_US.to_string()));
+                out.push(("cpu.cfs_quota_us", cpu.map_or_else(|| "-1".to_owned(), |c| cpu_quota_us(c).to_string())));
+            }
+        }
+        CgroupVersion::V2 => {
+            if let Some(mem) = patch.memory_limit_bytes {
+                out.push(("memory.max", mem.map_or_else(|| "max".to_owned(), |m| m.to_string())));
+            }
+            if let Some(cpu) = patch.cpu_limit {
+                let quota = cpu.map_or_else(|| "max".to_owned(), |c| cpu_quota_us(c).to_string());
+                out.push(("cpu.max", format!("{quota} {CPU_PERIOD_US}")));
+            }
+        }
+    }
+    if let Some(pids) = patch.pids_limit {
+        out.push(("pids.max", pids.map_or_else(|| "max".to_owned(), |p| p.to_string())));
+    }
+    out
+}
+
 /// Checks what LXC's line-based config cannot hold.
 pub(crate) fn check_config_for_lxc(config: &ContainerConfig) -> Result<(), String> {
     for (k, v) in &config.env {
@@ -706,5 +820,63 @@ mod tests {
         assert_eq!((null.kind, null.major, null.minor), ('c', 1, 3));
         assert!(DeviceNode::stat("/etc/hostname").is_err());
         assert!(DeviceNode::stat("/dev/does-not-exist").is_err());
+    }
+
+    #[test]
+    fn a_patch_replaces_its_keys_everywhere_and_keeps_the_rest() {
+        let existing = "lxc.uts.name = web\nlxc.cgroup.memory.limit_in_bytes = 1G\n# lxc.cgroup.pids.max = 5\n\n\
+            # >>> homeserver managed settings (rewritten by homeserver; edits here are lost) >>>\n\
+            lxc.cgroup.memory.limit_in_bytes = 67108864\nlxc.cgroup.pids.max = 50\nlxc.environment = A=b\n\
+            lxc.start.auto = 1\nlxc.console.logfile = /var/log/x.log\n\
+            # <<< homeserver managed settings <<<\n";
+        let patch = ConfigPatch {
+            memory_limit_bytes: Some(Some(128 << 20)),
+            cpu_limit: Some(Some(1.5)),
+            pids_limit: Some(None),
+            restart_policy: Some(RestartPolicy::No),
+            labels: None,
+        };
+        let out = with_patch(existing, CgroupVersion::V1, &patch);
+        let cfg = LxcConfig::parse(&out);
+        assert_eq!(cfg.list("lxc.cgroup.memory.limit_in_bytes"), ["134217728"], "{out}");
+        assert_eq!(cfg.last("lxc.cgroup.cpu.cfs_quota_us"), Some("150000"));
+        assert_eq!(cfg.last("lxc.cgroup.cpu.cfs_period_us"), Some("100000"));
+        assert_eq!(cfg.last("lxc.cgroup.pids.max"), None, "a removed limit has no line");
+        assert_eq!(cfg.last("lxc.start.auto"), None);
+        assert_eq!(cfg.last("lxc.environment"), Some("A=b"));
+        assert_eq!(cfg.console_logfile(), Some(PathBuf::from("/var/log/x.log")));
+        assert!(out.starts_with("lxc.uts.name = web\n# lxc.cgroup.pids.max = 5\n"), "comments stay: {out}");
+        assert_eq!(out.matches(BLOCK_BEGIN).count(), 1);
+        let read = cfg.container_config(CgroupVersion::V1, None);
+        assert_eq!((read.memory_limit_bytes, read.cpu_limit, read.pids_limit), (Some(128 << 20), Some(1.5), None));
+
+        // No block yet (a container made outside homeserver): one is added with just the new lines.
+        let bare = with_patch("lxc.uts.name = x\n", CgroupVersion::V2, &patch);
+        assert!(
+            bare.ends_with(&format!(
+                "{BLOCK_BEGIN}\nlxc.cgroup2.memory.max = 134217728\nlxc.cgroup2.cpu.max = 150000 100000\n{BLOCK_END}\n"
+            )),
+            "{bare}"
+        );
+        assert_eq!(with_patch("a = b\n", CgroupVersion::V1, &ConfigPatch::default()), "a = b\n");
+    }
+
+    #[test]
+    fn live_values_use_the_hosts_cgroup_files() {
+        let patch = ConfigPatch {
+            memory_limit_bytes: Some(None),
+            cpu_limit: Some(Some(0.5)),
+            pids_limit: Some(Some(20)),
+            ..Default::default()
+        };
+        let v1: Vec<_> =
+            live_cgroup_values(CgroupVersion::V1, &patch).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(
+            v1,
+            ["memory.limit_in_bytes=-1", "cpu.cfs_period_us=100000", "cpu.cfs_quota_us=50000", "pids.max=20"]
+        );
+        let v2: Vec<_> =
+            live_cgroup_values(CgroupVersion::V2, &patch).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(v2, ["memory.max=max", "cpu.max=50000 100000", "pids.max=20"]);
     }
 }

@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use homeserver_domain::{
-    ContainerConfig, ContainerRuntime, ContainerState, ContainerStats, CreateSpec, ExecRequest, ExecResult, LogLine,
-    LogQuery, LogStream, RuntimeContainer, RuntimeError, RuntimeKind, UnixMillis,
+    ConfigPatch, ContainerConfig, ContainerRuntime, ContainerState, ContainerStats, CreateSpec, ExecRequest,
+    ExecResult, FieldError, LogFollower, LogLine, LogQuery, LogStream, RuntimeContainer, RuntimeError, RuntimeKind,
+    UnixMillis,
 };
 use tokio::sync::OnceCell;
 
@@ -14,7 +15,7 @@ use crate::command::{Invocation, Tools, tail_chars};
 use crate::config::{self, CgroupVersion, DeviceNode, LxcConfig, ManagedSettings, Meta};
 use crate::error::{LxcError, join_error};
 use crate::exec::run_exec;
-use crate::logs::{MAX_LOG_WINDOW, read_tail};
+use crate::logs::{ConsoleFollower, MAX_LOG_WINDOW, read_tail, tail_for_follow};
 use crate::parse::{self, Info};
 
 /// Where `lxc-start` writes its errors, in the container directory.
@@ -284,6 +285,39 @@ fn write_container_files(
     let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o640);
     let new = config::with_managed_block(&old, &config::render_block(settings));
     config::write_atomic(&path, &new, mode)
+}
+
+/// Writes a patch to the config file and `homeserver.json`. Blocking.
+fn write_patch(dir: &Path, version: CgroupVersion, patch: &ConfigPatch) -> Result<(), LxcError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join("config");
+    let old = std::fs::read_to_string(&path).map_err(|e| LxcError::io(format!("reading {}", path.display()), e))?;
+    let new = config::with_patch(&old, version, patch);
+    if new != old {
+        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o640);
+        config::write_atomic(&path, &new, mode)?;
+    }
+    if patch.labels.is_some() || patch.restart_policy.is_some() {
+        let meta = read_meta(dir);
+        // A container made outside homeserver gets a metadata file that
+        // keeps what its config says (command and devices read from it).
+        let current = LxcConfig::parse(&old).container_config(version, meta.as_ref());
+        let mut meta = meta.unwrap_or_else(|| Meta {
+            version: 1,
+            restart_policy: Some(current.restart_policy.as_str().to_owned()),
+            devices: current.devices.clone(),
+            labels: current.labels.clone(),
+            ..Meta::default()
+        });
+        if let Some(labels) = &patch.labels {
+            meta.labels = labels.clone();
+        }
+        if let Some(policy) = patch.restart_policy {
+            meta.restart_policy = Some(policy.as_str().to_owned());
+        }
+        config::write_atomic(&dir.join(config::META_FILE), &meta.to_json(), 0o644)?;
+    }
+    Ok(())
 }
 
 /// Before a start: the console log's directory exists and the start log is empty. Blocking.
@@ -578,6 +612,66 @@ impl ContainerRuntime for LxcRuntime {
         .await
         .map_err(|e| join_error("reading the console log", e))??;
         Ok(lines.into_iter().map(|line| LogLine { timestamp: None, stream: LogStream::Console, line }).collect())
+    }
+
+    /// Follows the console log file (see [`LxcRuntime::logs`]): appended
+    /// lines as they come, across rotations, until the container is
+    /// destroyed (a stop does not end it: the file stays and a restart
+    /// writes on). A container without a console log file never yields.
+    #[tracing::instrument(level = "debug", skip(self), fields(runtime = "lxc"))]
+    async fn follow_logs(&self, runtime_id: &str, query: LogQuery) -> Result<Box<dyn LogFollower>, RuntimeError> {
+        let (_, dir) = self.existing(runtime_id).await?;
+        let config = dir.join("config");
+        let log_dir = dir.clone();
+        let (path, first, pos, inode) =
+            tokio::task::spawn_blocking(move || -> Result<(PathBuf, Vec<String>, u64, Option<u64>), LxcError> {
+                let path = log_dir.join("config");
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| LxcError::io(format!("reading {}", path.display()), e))?;
+                // No console log configured: follow a file that never appears.
+                let log = LxcConfig::parse(&text).console_logfile().unwrap_or_else(|| log_dir.join("console.log"));
+                let (first, pos, inode) = tail_for_follow(&log, query.tail, MAX_LOG_WINDOW)?;
+                Ok((log, first, pos, inode))
+            })
+            .await
+            .map_err(|e| join_error("reading the console log", e))??;
+        Ok(Box::new(ConsoleFollower::new(path, config, first, pos, inode)))
+    }
+
+    /// LXC can change every limit and the restart policy, also removing a
+    /// limit: nothing is refused.
+    fn check_update(&self, _patch: &ConfigPatch) -> Vec<FieldError> {
+        Vec::new()
+    }
+
+    /// Limits go to the running container's cgroup with `lxc-cgroup` (when
+    /// it runs or is frozen) and to the config file's managed block for the
+    /// next start; labels and the restart policy to `homeserver.json`.
+    #[tracing::instrument(level = "debug", skip(self, patch), fields(runtime = "lxc"))]
+    async fn update(&self, runtime_id: &str, patch: &ConfigPatch) -> Result<(), RuntimeError> {
+        let (lxcpath, dir) = self.existing(runtime_id).await?;
+        let version = self.cgroup_version().await;
+        let live = config::live_cgroup_values(version, patch);
+        if !live.is_empty()
+            && matches!(self.state(&lxcpath, runtime_id).await?, ContainerState::Running | ContainerState::Paused)
+        {
+            for (key, value) in live {
+                let inv = self.on("lxc-cgroup", &lxcpath, runtime_id).arg(key).arg(&value);
+                let out = self.tools.run(&inv, self.opts.command_timeout).await?;
+                if !out.success() {
+                    return Err(RuntimeError::Rejected(format!(
+                        "setting {key} to {value} failed: {}",
+                        tail_chars(out.stderr.trim(), 500)
+                    )));
+                }
+            }
+        }
+        let patch = patch.clone();
+        tokio::task::spawn_blocking(move || write_patch(&dir, version, &patch))
+            .await
+            .map_err(|e| join_error("writing the container config", e))??;
+        tracing::info!(name = runtime_id, "updated LXC container settings");
+        Ok(())
     }
 
     /// `lxc-attach --clear-env`: the container sees its own `lxc.environment`,

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use homeserver_domain::{
-    ContainerConfig, ContainerName, ContainerRuntime, ContainerState, CreateSpec, ExecRequest, LogQuery, LogStream,
-    RestartPolicy, RuntimeError, RuntimeKind,
+    ConfigPatch, ContainerConfig, ContainerName, ContainerRuntime, ContainerState, CreateSpec, ExecRequest, LogQuery,
+    LogStream, RestartPolicy, RuntimeError, RuntimeKind,
 };
 use homeserver_lxc::{CgroupVersion, LxcOptions, LxcRuntime};
 use tokio::sync::{Mutex, MutexGuard};
@@ -401,6 +401,97 @@ async fn logs_hold_what_the_container_printed_on_its_console() {
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert_eq!(lxc_state(&name).await, "STOPPED");
     lxc.rt.remove(&name, false).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_followed_console_log_brings_new_lines_until_the_container_is_destroyed() {
+    let Some(lxc) = lxc().await else { return };
+    let (name, _cleanup) = unique_name();
+    let command = vec![
+        "sh".to_string(),
+        "-c".into(),
+        "echo boot-line; i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.3; done".into(),
+    ];
+    lxc.rt.create(&spec(&name, ContainerConfig { command: Some(command), ..Default::default() })).await.unwrap();
+    lxc.rt.start(&name).await.unwrap();
+    let mut follower = lxc.rt.follow_logs(&name, LogQuery { tail: Some(1000), ..Default::default() }).await.unwrap();
+    let mut seen = Vec::new();
+    let t0 = Instant::now();
+    while !seen.iter().any(|l: &String| l == "tick-5") {
+        let line = tokio::time::timeout(Duration::from_secs(10), follower.next_line()).await.unwrap().unwrap().unwrap();
+        assert_eq!((line.stream, line.timestamp), (LogStream::Console, None));
+        seen.push(line.line);
+    }
+    assert!(t0.elapsed() >= Duration::from_millis(500), "later ticks came as printed: {seen:?}");
+    assert!(seen.contains(&"boot-line".to_owned()), "{seen:?}");
+    let ticks: Vec<_> = seen.iter().filter(|l| l.starts_with("tick-")).cloned().collect();
+    let expected: Vec<_> = (1..=5).map(|i| format!("tick-{i}")).collect();
+    assert_eq!(ticks, expected, "every line once, in order");
+
+    lxc.rt.remove(&name, true).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = follower.next_line().await {
+            line.unwrap();
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the log ends once the container is destroyed");
+    assert!(matches!(
+        lxc.rt.follow_logs("hs-test-never-created", LogQuery::default()).await.err(),
+        Some(RuntimeError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn update_changes_the_running_cgroup_and_the_config_for_the_next_start() {
+    let Some(lxc) = lxc().await else { return };
+    let (name, _cleanup) = unique_name();
+    let cfg = ContainerConfig {
+        memory_limit_bytes: Some(64 << 20),
+        pids_limit: Some(50),
+        command: Some(vec!["sleep".into(), "300".into()]),
+        ..Default::default()
+    };
+    lxc.rt.create(&spec(&name, cfg)).await.unwrap();
+    lxc.rt.start(&name).await.unwrap();
+    let v1 = lxc.rt.cgroup_version().await == CgroupVersion::V1;
+    let (mem_key, cpu_key) = if v1 { ("memory.limit_in_bytes", "cpu.cfs_quota_us") } else { ("memory.max", "cpu.max") };
+
+    let patch = ConfigPatch {
+        memory_limit_bytes: Some(Some(128 << 20)),
+        cpu_limit: Some(Some(0.5)),
+        pids_limit: Some(None),
+        restart_policy: Some(RestartPolicy::Always),
+        labels: Some(BTreeMap::from([("tier".to_owned(), "gold".to_owned())])),
+    };
+    assert!(lxc.rt.check_update(&patch).is_empty());
+    lxc.rt.update(&name, &patch).await.unwrap();
+    // Live, in the running container's cgroup:
+    let mem = cli("lxc-cgroup", &["-n", &name, mem_key]).await.unwrap();
+    assert_eq!(mem.trim(), (128u64 << 20).to_string());
+    let cpu = cli("lxc-cgroup", &["-n", &name, cpu_key]).await.unwrap();
+    assert_eq!(cpu.trim(), if v1 { "50000" } else { "50000 100000" });
+    let pids = cli("lxc-cgroup", &["-n", &name, "pids.max"]).await.unwrap();
+    assert_eq!(pids.trim(), "max");
+    // And kept for the next start:
+    let seen = lxc.rt.inspect(&name).await.unwrap().config;
+    assert_eq!((seen.memory_limit_bytes, seen.cpu_limit, seen.pids_limit), (Some(128 << 20), Some(0.5), None));
+    assert_eq!(
+        (seen.restart_policy, seen.labels.get("tier").map(String::as_str)),
+        (RestartPolicy::Always, Some("gold"))
+    );
+    assert_eq!(seen.command, Some(vec!["sleep".to_owned(), "300".to_owned()]), "the rest is untouched");
+    lxc.rt.stop(&name, 0).await.unwrap();
+    lxc.rt.start(&name).await.unwrap();
+    let mem = cli("lxc-cgroup", &["-n", &name, mem_key]).await.unwrap();
+    assert_eq!(mem.trim(), (128u64 << 20).to_string(), "the new limit survives a restart");
+
+    // A stopped container: only the files change.
+    lxc.rt.stop(&name, 0).await.unwrap();
+    lxc.rt.update(&name, &ConfigPatch { memory_limit_bytes: Some(None), ..Default::default() }).await.unwrap();
+    assert_eq!(lxc.rt.inspect(&name).await.unwrap().config.memory_limit_bytes, None);
+    assert!(matches!(lxc.rt.update("hs-test-never-created", &patch).await, Err(RuntimeError::NotFound)));
+    lxc.rt.remove(&name, true).await.unwrap();
 }
 
 #[tokio::test]

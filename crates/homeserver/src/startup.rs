@@ -56,6 +56,7 @@ pub struct Application {
     token_table: Arc<TokenTable>,
     initial_token: Option<String>,
     figures: Arc<crate::container_stats::ContainerFigures>,
+    docker: Option<homeserver_docker::DockerRuntime>,
 }
 
 /// Name of the admin token made at first start.
@@ -141,7 +142,8 @@ impl Application {
             }
             Err(e) => return Err(anyhow::Error::new(e).context("cannot recover operations")),
         }
-        let containers = container_service(&settings, store.clone(), Arc::clone(&clock), host_info.logical_cores);
+        let (containers, docker) =
+            container_service(&settings, store.clone(), Arc::clone(&clock), host_info.logical_cores);
 
         let hub = Arc::new(LiveHub::new(settings.websocket.client_queue));
         let repository: Arc<dyn SnapshotRepository> = store.clone();
@@ -209,6 +211,7 @@ impl Application {
             token_table,
             initial_token,
             figures,
+            docker,
         })
     }
 
@@ -247,6 +250,7 @@ impl Application {
             token_table,
             initial_token: _,
             figures,
+            docker,
         } = self;
         let settings = Arc::clone(&state.settings);
         tracing::info!(%local_addr, database = %settings.database.path.display(), "homeserver listening");
@@ -295,6 +299,16 @@ impl Application {
                 }
             }
         });
+        // Docker's events keep its containers current between collector passes.
+        let docker_events = tokio::spawn({
+            let shutdown = state.shutdown.clone();
+            let service = state.containers.clone();
+            async move {
+                if let (Some(service), Some(docker)) = (service, docker) {
+                    crate::container_stats::follow_docker_events(service, docker, shutdown).await;
+                }
+            }
+        });
         let server_shutdown = {
             let shutdown_tx = shutdown_tx.clone();
             let stop_tx = stop_tx.clone();
@@ -331,7 +345,7 @@ impl Application {
         {
             tracing::error!(error = %e, "history writer task failed");
         }
-        for task in [tickers, follow_tokens, housekeeping, collector, rescans] {
+        for task in [tickers, follow_tokens, housekeeping, collector, rescans, docker_events] {
             task.abort();
             let _ = task.await;
         }
@@ -360,20 +374,23 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// The configured container runtimes over the store, or `None` when every
-/// runtime is disabled.
+/// The configured container runtimes over the store (`None` when every
+/// runtime is disabled), and the Docker runtime whose events to follow.
 fn container_service(
     settings: &Settings,
     store: Arc<SqliteStore>,
     clock: Arc<dyn Clock>,
     cores: u32,
-) -> Option<Arc<homeserver_domain::ContainerService>> {
+) -> (Option<Arc<homeserver_domain::ContainerService>>, Option<homeserver_docker::DockerRuntime>) {
     let mut runtimes: Vec<Arc<dyn homeserver_domain::ContainerRuntime>> = Vec::new();
+    let mut docker = None;
     if settings.docker.enabled {
-        runtimes.push(Arc::new(homeserver_docker::DockerRuntime::connect(homeserver_docker::DockerOptions {
+        let runtime = homeserver_docker::DockerRuntime::connect(homeserver_docker::DockerOptions {
             socket: settings.docker.socket.clone(),
             timeout: Duration::from_secs(settings.docker.timeout_secs),
-        })));
+        });
+        runtimes.push(Arc::new(runtime.clone()));
+        docker = Some(runtime);
     }
     if settings.lxc.enabled {
         let path = |p: &std::path::Path| (!p.as_os_str().is_empty()).then(|| p.to_path_buf());
@@ -385,10 +402,10 @@ fn container_service(
         })));
     }
     if runtimes.is_empty() {
-        return None;
+        return (None, None);
     }
     let ids: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(|| uuid::Uuid::new_v4().to_string());
-    Some(Arc::new(homeserver_domain::ContainerService::new(runtimes, store, clock, ids, cores)))
+    (Some(Arc::new(homeserver_domain::ContainerService::new(runtimes, store, clock, ids, cores))), docker)
 }
 
 /// Serves `router` on `listener`, over TLS when `tls` names a certificate

@@ -787,6 +787,193 @@ mod containers {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_problem(status, &headers, &body, "RUNTIME_UNAVAILABLE");
     }
+
+    fn patch_req(uri: &str, auth: &str, if_match: Option<&str>, body: &str) -> Request<Body> {
+        let mut req = Request::patch(uri).header("authorization", format!("Bearer {auth}"));
+        req = req.header("content-type", "application/json");
+        if let Some(tag) = if_match {
+            req = req.header("if-match", tag);
+        }
+        req.body(Body::from(body.to_owned())).unwrap()
+    }
+
+    fn running_docker() -> MockContainerRuntime {
+        let mut rt = docker();
+        rt.expect_inspect().returning(|_| Ok(live(ContainerState::Running)));
+        rt
+    }
+
+    #[tokio::test]
+    async fn patch_changes_limits_and_answers_with_a_new_etag() {
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|id| Ok((id == "a").then(|| record("a", "web"))));
+        repo.expect_update()
+            .withf(|r| r.config.memory_limit_bytes == Some(128 << 20) && r.updated_at == UnixMillis(NOW))
+            .times(1)
+            .returning(|_| Ok(()));
+        let mut rt = running_docker();
+        rt.expect_check_update().returning(|_| vec![]);
+        rt.expect_update()
+            .withf(|id, p| id == "d-a" && p.memory_limit_bytes == Some(Some(128 << 20)) && p.pids_limit.is_none())
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let router = harness(rt, repo).router();
+        let old_tag = "\"1-running\"";
+        let (status, headers, body) = send(
+            router,
+            patch_req(
+                "/api/v1/containers/a",
+                "operate",
+                Some(old_tag),
+                r#"{"config":{"memory_limit_bytes":134217728}}"#,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["config"]["memory_limit_bytes"], 128 << 20);
+        assert_eq!(headers["etag"], format!("\"{NOW}-running\"").as_str(), "a new ETag");
+    }
+
+    #[tokio::test]
+    async fn patch_with_a_stale_if_match_is_412_and_changes_nothing() {
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|_| Ok(Some(record("a", "web"))));
+        repo.expect_update().never();
+        let mut rt = running_docker();
+        rt.expect_check_update().returning(|_| vec![]);
+        rt.expect_update().never();
+        let (status, headers, body) = send(
+            harness(rt, repo).router(),
+            patch_req("/api/v1/containers/a", "operate", Some("\"0-stopped\""), r#"{"config":{"pids_limit":5}}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{body}");
+        assert_problem(status, &headers, &body, "PRECONDITION_FAILED");
+    }
+
+    #[tokio::test]
+    async fn patch_names_every_field_it_cannot_take_with_422() {
+        let mut rt = docker();
+        rt.expect_check_update().returning(|_| vec![]);
+        rt.expect_update().never();
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|_| Ok(Some(record("a", "web"))));
+        let router = harness(rt, repo).router();
+        let body = r#"{"name":"x","colour":"red","config":{"env":{"A":"b"},"command":["sh"],"memory_limit_bytes":-1,
+            "cpu_limit":"lots","restart_policy":"sometimes","labels":{"a":1},"size":3}}"#;
+        let (status, headers, body) =
+            send(router.clone(), patch_req("/api/v1/containers/a", "operate", None, body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_problem(status, &headers, &body, "VALIDATION_FAILED");
+        let mut fields: Vec<&str> =
+            body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "colour",
+                "config.command",
+                "config.cpu_limit",
+                "config.env",
+                "config.labels.a",
+                "config.memory_limit_bytes",
+                "config.restart_policy",
+                "config.size",
+                "name"
+            ]
+        );
+        let (status, _, _) = send(router.clone(), patch_req("/api/v1/containers/a", "operate", None, "[1]")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        let plain = Request::patch("/api/v1/containers/a")
+            .header("authorization", "Bearer operate")
+            .header("content-type", "text/plain")
+            .body(Body::from("{}"))
+            .unwrap();
+        assert_eq!(send(router.clone(), plain).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let (status, _, _) = send(router, patch_req("/api/v1/containers/a", "read", None, "{}")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "changing limits needs operate");
+    }
+
+    #[tokio::test]
+    async fn patch_refuses_what_the_runtime_cannot_change_and_values_out_of_range() {
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|_| Ok(Some(record("a", "web"))));
+        repo.expect_update().never();
+        let mut rt = docker();
+        rt.expect_check_update().returning(|p| {
+            if p.memory_limit_bytes == Some(None) {
+                vec![homeserver_domain::FieldError::new("config.memory_limit_bytes", "docker cannot remove it")]
+            } else {
+                vec![]
+            }
+        });
+        rt.expect_update().never();
+        let router = harness(rt, repo).router();
+        let (status, _, body) = send(
+            router.clone(),
+            patch_req("/api/v1/containers/a", "operate", None, r#"{"config":{"memory_limit_bytes":null}}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["errors"][0]["field"], "config.memory_limit_bytes");
+        let (status, _, body) = send(
+            router,
+            patch_req(
+                "/api/v1/containers/a",
+                "operate",
+                None,
+                r#"{"config":{"memory_limit_bytes":1024,"cpu_limit":64}}"#,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let fields: Vec<&str> =
+            body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        assert_eq!(fields, ["config.cpu_limit", "config.memory_limit_bytes"]);
+    }
+
+    #[tokio::test]
+    async fn patch_of_an_unknown_container_is_404_and_a_down_engine_503() {
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|id| Ok((id == "a").then(|| record("a", "web"))));
+        let mut rt = docker();
+        rt.expect_check_update().returning(|_| vec![]);
+        rt.expect_update()
+            .returning(|_, _| Err(RuntimeError::Unavailable { runtime: RuntimeKind::Docker, reason: "down".into() }));
+        rt.expect_inspect()
+            .returning(|_| Err(RuntimeError::Unavailable { runtime: RuntimeKind::Docker, reason: "down".into() }));
+        let router = harness(rt, repo).router();
+        let (status, headers, body) =
+            send(router.clone(), patch_req("/api/v1/containers/zz", "operate", None, r#"{"config":{"pids_limit":5}}"#))
+                .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_problem(status, &headers, &body, "NOT_FOUND");
+        let (status, headers, body) =
+            send(router.clone(), patch_req("/api/v1/containers/a", "operate", None, r#"{"config":{"pids_limit":5}}"#))
+                .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_problem(status, &headers, &body, "RUNTIME_UNAVAILABLE");
+        // With If-Match the container must be read first: 503 as well.
+        let (status, _, _) =
+            send(router, patch_req("/api/v1/containers/a", "operate", Some("*"), r#"{"config":{"pids_limit":5}}"#))
+                .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn delete_honours_if_match_too() {
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|_| Ok(Some(record("a", "web"))));
+        let mut rt = running_docker();
+        rt.expect_remove().never();
+        let req = Request::delete("/api/v1/containers/a?force=true")
+            .header("authorization", "Bearer operate")
+            .header("if-match", "\"7-stopped\"")
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, body) = send(harness(rt, repo).router(), req).await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{body}");
+    }
 }
 
 #[tokio::test]

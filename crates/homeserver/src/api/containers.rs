@@ -8,8 +8,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use homeserver_domain::{
-    Action, BulkItem, ContainerConfig, ContainerError, ContainerName, ContainerService, ContainerView, ExecRequest,
-    Failure, FieldError, LogQuery, NewContainer, OperationKind, OperationOutput, RuntimeKind, Scope,
+    Action, BulkItem, ConfigPatch, ContainerConfig, ContainerError, ContainerName, ContainerService, ContainerView,
+    ExecRequest, Failure, FieldError, LogQuery, NewContainer, OperationKind, OperationOutput, RestartPolicy,
+    RuntimeKind, Scope,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -28,6 +29,7 @@ pub(crate) fn routes() -> OpenApiRouter<Shared> {
         .routes(scoped(Scope::Read, routes!(list_containers)))
         .routes(scoped(Scope::Operate, routes!(create_container)))
         .routes(scoped(Scope::Read, routes!(get_container)))
+        .routes(scoped(Scope::Operate, routes!(update_container)))
         .routes(scoped(Scope::Operate, routes!(delete_container)))
         .routes(scoped(Scope::Operate, routes!(container_action)))
         .routes(scoped(Scope::Read, routes!(container_logs)))
@@ -135,6 +137,34 @@ impl From<&ContainerView> for ContainerDto {
 
 fn etag(v: &ContainerView) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!("\"{}-{}\"", v.record.updated_at.as_millis(), v.state.as_str())).ok()
+}
+
+/// `If-Match` holds `*` or the container's current `ETag` (in a list too).
+fn if_match(v: &ContainerView, header: &HeaderValue) -> bool {
+    let current = etag(v);
+    let current = current.as_ref().and_then(|t| t.to_str().ok()).unwrap_or_default();
+    header
+        .to_str()
+        .is_ok_and(|h| h.split(',').map(str::trim).any(|t| t == "*" || (!current.is_empty() && t == current)))
+}
+
+/// 412 unless the request's `If-Match` (if any) matches the container now.
+async fn check_if_match(svc: &ContainerService, id: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Some(want) = headers.get(header::IF_MATCH) {
+        let view = svc.get(id).await.map_err(container_error)?;
+        if !if_match(&view, want) {
+            return Err(ApiError::new(ErrorCode::PreconditionFailed, "the container changed since that ETag"));
+        }
+    }
+    Ok(())
+}
+
+fn with_etag(view: &ContainerView) -> Response {
+    let mut response = axum::Json(ContainerDto::from(view)).into_response();
+    if let Some(tag) = etag(view) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    response
 }
 
 /// Maps container failures to the API's codes.
@@ -370,11 +400,165 @@ async fn create_container(
     ))]
 async fn get_container(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let view = service(&state)?.get(&id).await.map_err(container_error)?;
-    let mut response = axum::Json(ContainerDto::from(&view)).into_response();
-    if let Some(tag) = etag(&view) {
-        response.headers_mut().insert(header::ETAG, tag);
+    Ok(with_etag(&view))
+}
+
+/// The settings `PATCH` may change (each optional; absent ones stay).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code, reason = "documents the body; the handler reads the JSON itself to name every bad field")]
+pub struct ContainerConfigPatchDto {
+    /// CPUs (fractional), 0 < cpu_limit ≤ host cores; `null` removes the limit (LXC only).
+    pub cpu_limit: Option<f64>,
+    /// At least 6 MiB; `null` removes the limit (LXC only).
+    pub memory_limit_bytes: Option<u64>,
+    /// At least 1; `null` removes the limit.
+    pub pids_limit: Option<u64>,
+    /// `no`, `on-failure`, `always`, `unless-stopped`.
+    pub restart_policy: Option<String>,
+    /// The new labels (the whole map; `null` or `{}` clears them).
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// Body of `PATCH /api/v1/containers/{id}` (a merge patch of the container).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code, reason = "documents the body; the handler reads the JSON itself to name every bad field")]
+pub struct ContainerPatchRequest {
+    /// What to change.
+    pub config: Option<ContainerConfigPatchDto>,
+}
+
+/// Fields of the container resource that exist but cannot be patched.
+const FIXED_FIELDS: [&str; 12] = [
+    "id",
+    "name",
+    "runtime",
+    "runtime_id",
+    "image",
+    "template",
+    "state",
+    "managed",
+    "profiles",
+    "created_at",
+    "updated_at",
+    "started_at",
+];
+
+/// Reads a `PATCH` body as a merge patch: what it can use, and every field
+/// that is wrong (only a body that is no object at all fails at once).
+fn parse_patch(body: &serde_json::Value) -> Result<(ConfigPatch, Vec<FieldError>), ApiError> {
+    use serde_json::Value;
+    let mut errors = Vec::new();
+    let mut patch = ConfigPatch::default();
+    let Some(top) = body.as_object() else {
+        return Err(ApiError::validation(vec![FieldError::new("body", "expected a JSON object")]));
+    };
+    for key in top.keys() {
+        match key.as_str() {
+            "config" => {}
+            k if FIXED_FIELDS.contains(&k) => errors.push(FieldError::new(k, "cannot be changed")),
+            k => errors.push(FieldError::new(k, "unknown field")),
+        }
     }
-    Ok(response)
+    let config = match top.get("config") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(c)) => Some(c),
+        Some(_) => {
+            errors.push(FieldError::new("config", "expected an object"));
+            None
+        }
+    };
+    for (key, value) in config.into_iter().flatten() {
+        let field = format!("config.{key}");
+        let limit = |errors: &mut Vec<FieldError>| match value {
+            Value::Null => Some(None),
+            v => match v.as_u64() {
+                Some(n) => Some(Some(n)),
+                None => {
+                    errors.push(FieldError::new(&field, "must be a whole number of at least 0, or null"));
+                    None
+                }
+            },
+        };
+        match key.as_str() {
+            "cpu_limit" => match value {
+                Value::Null => patch.cpu_limit = Some(None),
+                v => match v.as_f64() {
+                    Some(n) => patch.cpu_limit = Some(Some(n)),
+                    None => errors.push(FieldError::new(&field, "must be a number of CPUs, or null")),
+                },
+            },
+            "memory_limit_bytes" => patch.memory_limit_bytes = limit(&mut errors),
+            "pids_limit" => patch.pids_limit = limit(&mut errors),
+            "restart_policy" => match value.as_str().map(str::parse::<RestartPolicy>) {
+                Some(Ok(p)) => patch.restart_policy = Some(p),
+                Some(Err(e)) => errors.push(e),
+                None => errors.push(FieldError::new(&field, "must be no, on-failure, always or unless-stopped")),
+            },
+            "labels" => match value {
+                Value::Null => patch.labels = Some(BTreeMap::new()),
+                Value::Object(map) => {
+                    let mut labels = BTreeMap::new();
+                    for (k, v) in map {
+                        match v.as_str() {
+                            Some(v) => {
+                                labels.insert(k.clone(), v.to_owned());
+                            }
+                            None => errors.push(FieldError::new(format!("config.labels.{k}"), "must be a string")),
+                        }
+                    }
+                    patch.labels = Some(labels);
+                }
+                _ => errors.push(FieldError::new(&field, "must be an object of strings, or null")),
+            },
+            "env" | "command" | "devices" => errors.push(FieldError::new(
+                &field,
+                "cannot be changed on an existing container; create a new one with the new value",
+            )),
+            _ => errors.push(FieldError::new(&field, "unknown field")),
+        }
+    }
+    Ok((patch, errors))
+}
+
+/// Changes a container's settings: limits and restart policy at once
+/// (the running container's cgroup, and for its next start), labels in
+/// homeserver's record (and LXC's metadata file; Docker's own labels cannot
+/// change after creation).
+///
+/// A merge patch: absent fields stay, `null` removes a limit. Docker cannot
+/// remove a CPU or memory limit from an existing container, and no runtime
+/// can change `env`, `command` or `devices` without recreating it: those
+/// give 422 naming the field, and nothing changes. Honours `If-Match`
+/// (412 when the container changed); answers with the new `ETag`.
+#[utoipa::path(patch, path = "/containers/{id}", tag = "containers", operation_id = "update_container",
+    params(
+        ("id" = String, Path, description = "Container id"),
+        ("If-Match" = Option<String>, Header, description = "Only if the container's `ETag` is still this (or `*`)"),
+    ),
+    request_body(content = ContainerPatchRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The container as it now is; `ETag` for the next conditional request", body = ContainerDto),
+        (status = 404, description = "No such container", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or fields the runtime cannot change", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Its runtime is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn update_container(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let svc = service(&state)?;
+    let (patch, mut errors) = parse_patch(&body)?;
+    errors.extend(svc.check_update(&id, &patch).await.map_err(container_error)?);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    check_if_match(&svc, &id, &headers).await?;
+    let view = svc.update(&id, &patch).await.map_err(container_error)?;
+    Ok(with_etag(&view))
 }
 
 /// `?force=`.
@@ -403,12 +587,7 @@ async fn delete_container(
 ) -> Result<Response, ApiError> {
     let svc = service(&state)?;
     let force = p.force.unwrap_or(false);
-    if let Some(want) = headers.get(header::IF_MATCH) {
-        let view = svc.get(&id).await.map_err(container_error)?;
-        if etag(&view).as_ref() != Some(want) && want != "*" {
-            return Err(ApiError::new(ErrorCode::PreconditionFailed, "the container changed since that ETag"));
-        }
-    }
+    check_if_match(&svc, &id, &headers).await?;
     svc.check_delete(&id, force).await.map_err(container_error)?;
     let target = id.clone();
     let op = state

@@ -50,6 +50,10 @@ pub struct CheckDto {
     /// What is wrong, when something is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// For a runtime whose event stream keeps homeserver current (Docker):
+    /// `connected`, or `disconnected` while homeserver reconnects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<String>,
 }
 
 /// Readiness and the checks behind it.
@@ -62,7 +66,7 @@ pub struct ReadyDto {
 }
 
 fn check(ok: bool, detail: Option<String>) -> CheckDto {
-    CheckDto { status: if ok { "ok" } else { "unavailable" }.to_owned(), detail }
+    CheckDto { status: if ok { "ok" } else { "unavailable" }.to_owned(), detail, events: None }
 }
 
 /// The service can serve: the database answers and the sampler is sampling.
@@ -91,15 +95,18 @@ async fn ready(State(state): State<Shared>) -> Response {
         .then(|| format!("no good sample recently ({} consecutive failures)", state.sampler.consecutive_failures()));
     checks.insert("sampler".to_owned(), check(sampler_ok, sampler_detail));
     for kind in homeserver_domain::RuntimeKind::ALL {
-        let check = match state.containers.as_ref().and_then(|c| c.runtime(kind).ok()) {
-            None => CheckDto { status: "disabled".to_owned(), detail: None },
-            Some(runtime) => match tokio::time::timeout(std::time::Duration::from_secs(2), runtime.ping()).await {
-                Ok(Ok(())) => CheckDto { status: "ok".to_owned(), detail: None },
-                Ok(Err(e)) => CheckDto { status: "unavailable".to_owned(), detail: Some(e.to_string()) },
-                Err(_) => {
-                    CheckDto { status: "unavailable".to_owned(), detail: Some("no answer within 2 s".to_owned()) }
-                }
-            },
+        let check = match state.containers.as_ref().and_then(|c| c.runtime(kind).ok().map(|r| (c, r))) {
+            None => CheckDto { status: "disabled".to_owned(), detail: None, events: None },
+            Some((service, runtime)) => {
+                let (status, detail) =
+                    match tokio::time::timeout(std::time::Duration::from_secs(2), runtime.ping()).await {
+                        Ok(Ok(())) => ("ok", None),
+                        Ok(Err(e)) => ("unavailable", Some(e.to_string())),
+                        Err(_) => ("unavailable", Some("no answer within 2 s".to_owned())),
+                    };
+                let events = service.watched(kind).map(|c| if c { "connected" } else { "disconnected" }.to_owned());
+                CheckDto { status: status.to_owned(), detail, events }
+            }
         };
         checks.insert(kind.as_str().to_owned(), check);
     }
