@@ -85,6 +85,7 @@
 
 mod access;
 mod columns;
+mod container_history;
 mod containers;
 mod devices;
 mod error;
