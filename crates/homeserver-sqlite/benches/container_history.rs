@@ -163,6 +163,11 @@ fn main() {
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     );
 
+    // For comparison, the host's flush alone (a pause of the containers).
+    let host_only: Vec<_> = (0..30).map(|_| flush(&mut sim, &[], 60)).collect();
+    let mut next = host_only.iter();
+    profile(&rt, "flush_60_samples_host_only", 30, || store.save_samples(next.next().unwrap()));
+
     // Flushes and roll-ups alternate as the writer does them.
     let batches: Vec<_> = (0..60).map(|_| flush(&mut sim, &ids, 60)).collect();
     let mut next = batches.iter();
@@ -196,11 +201,9 @@ fn main() {
     let more: Vec<_> = (0..30).map(|_| flush(&mut sim, &ids, 60)).collect();
     let mut next = more.iter();
     profile(&rt, "flush_60_samples_50_containers (CPU)", 30, || store.save_samples(next.next().unwrap()));
-    let host_only: Vec<_> = (0..30).map(|_| flush(&mut sim, &[], 60)).collect();
-    let mut next = host_only.iter();
-    profile(&rt, "flush_60_samples_host_only", 30, || store.save_samples(next.next().unwrap()));
 
-    let end = rt.block_on(store.latest_sample_time()).unwrap().unwrap();
+    // The last hour holds one sample of every container per second.
+    let end = rt.block_on(store.latest_sample_time()).unwrap().unwrap().add_millis(1_000);
     let query = HistoryQuery::new(
         vec![ContainerMetric::CpuPercent, ContainerMetric::MemoryBytes],
         end.add_millis(-UnixMillis::HOUR),
