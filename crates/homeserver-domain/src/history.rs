@@ -1,7 +1,7 @@
 //! Tiered history: tiers, retention, queries, aggregates and tier choice.
 
 use crate::error::FieldError;
-use crate::metric::Metric;
+use crate::metric::{HistoryMetric, Metric};
 use crate::time::UnixMillis;
 
 /// Most points one history query may ask for.
@@ -80,25 +80,26 @@ impl Default for RetentionPolicy {
     }
 }
 
-/// A validated request for history.
+/// A validated request for history of the host's [`Metric`]s or, as
+/// `HistoryQuery<ContainerMetric>`, of one container's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryQuery {
-    metrics: Vec<Metric>,
+pub struct HistoryQuery<M = Metric> {
+    metrics: Vec<M>,
     from: UnixMillis,
     to: UnixMillis,
     points: u32,
 }
 
-impl HistoryQuery {
+impl<M: HistoryMetric> HistoryQuery<M> {
     /// Validates a query; every failing field is reported.
-    pub fn new(metrics: Vec<Metric>, from: UnixMillis, to: UnixMillis, points: u32) -> Result<Self, Vec<FieldError>> {
+    pub fn new(metrics: Vec<M>, from: UnixMillis, to: UnixMillis, points: u32) -> Result<Self, Vec<FieldError>> {
         Self::checked(metrics, from, to, points, MAX_POINTS)
     }
 
     /// A query for buckets of `step_ms`, as the seed-compatible `/api/history`
     /// asks (`resolution`), allowing at most `max_points` buckets.
     pub fn with_step(
-        metrics: Vec<Metric>,
+        metrics: Vec<M>,
         from: UnixMillis,
         to: UnixMillis,
         step_ms: i64,
@@ -119,7 +120,7 @@ impl HistoryQuery {
     }
 
     fn checked(
-        mut metrics: Vec<Metric>,
+        mut metrics: Vec<M>,
         from: UnixMillis,
         to: UnixMillis,
         points: u32,
@@ -141,7 +142,7 @@ impl HistoryQuery {
     }
 
     /// The metrics asked for, sorted, without duplicates.
-    pub fn metrics(&self) -> &[Metric] {
+    pub fn metrics(&self) -> &[M] {
         &self.metrics
     }
 
@@ -182,9 +183,9 @@ impl BucketPlan {
     /// needs is read, provided its retention still covers `from`; when no
     /// such tier covers the range the finest covering tier is read instead
     /// (old data only survives in coarse tiers), and the step grows to its
-    /// resolution.
-    pub fn choose(
-        query: &HistoryQuery,
+    /// resolution. Host and container queries are planned alike.
+    pub fn choose<M: HistoryMetric>(
+        query: &HistoryQuery<M>,
         now: UnixMillis,
         retention: &RetentionPolicy,
         sampling_interval_ms: i64,
@@ -279,46 +280,56 @@ pub struct Point {
 /// The points of one metric, oldest first; empty buckets are left out.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct Series {
+pub struct Series<M = Metric> {
     /// Which metric.
-    pub metric: Metric,
+    pub metric: M,
     /// Its points.
     pub points: Vec<Point>,
 }
 
-/// The answer to a history query.
+/// The answer to a history query, of the host or of one container.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HistoryResult {
+pub struct HistoryResult<M = Metric> {
     /// How it was read.
     pub plan: BucketPlan,
     /// One series per metric asked for, in the query's order.
-    pub series: Vec<Series>,
+    pub series: Vec<Series<M>>,
 }
 
 /// What one roll-up pass wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RollupReport {
-    /// Minute rows written.
+    /// Host minute rows written.
     pub minutes: u64,
-    /// Hour rows written.
+    /// Host hour rows written.
     pub hours: u64,
+    /// Container minute rows written (one per container and minute).
+    pub container_minutes: u64,
+    /// Container hour rows written.
+    pub container_hours: u64,
 }
 
 /// What one prune pass removed, per tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PruneReport {
-    /// Raw rows removed.
+    /// Host raw rows removed.
     pub raw: u64,
-    /// Minute rows removed.
+    /// Host minute rows removed.
     pub minutes: u64,
-    /// Hour rows removed.
+    /// Host hour rows removed.
     pub hours: u64,
+    /// Container raw rows removed.
+    pub container_raw: u64,
+    /// Container minute rows removed.
+    pub container_minutes: u64,
+    /// Container hour rows removed.
+    pub container_hours: u64,
 }
 
 impl PruneReport {
-    /// Rows removed in all tiers.
+    /// Rows removed in all tiers, host and containers.
     pub fn total(&self) -> u64 {
-        self.raw + self.minutes + self.hours
+        self.raw + self.minutes + self.hours + self.container_raw + self.container_minutes + self.container_hours
     }
 }
 
@@ -340,11 +351,24 @@ mod tests {
 
     #[test]
     fn validation_names_every_failing_field() {
-        let errs = HistoryQuery::new(vec![], UnixMillis(10), UnixMillis(5), 0).unwrap_err();
+        let errs = HistoryQuery::<Metric>::new(vec![], UnixMillis(10), UnixMillis(5), 0).unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["metrics", "from", "points"]);
         assert!(HistoryQuery::new(vec![Metric::CpuLoad1], UnixMillis(0), UnixMillis(1), MAX_POINTS + 1).is_err());
         assert!(HistoryQuery::new(vec![Metric::CpuLoad1], UnixMillis(0), UnixMillis(1), MAX_POINTS).is_ok());
+    }
+
+    #[test]
+    fn container_queries_are_validated_like_host_queries() {
+        use crate::container_history::ContainerMetric;
+        let errs =
+            HistoryQuery::<ContainerMetric>::new(vec![], UnixMillis(10), UnixMillis(10), MAX_POINTS + 1).unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["metrics", "from", "points"]);
+        let q = HistoryQuery::new(vec![ContainerMetric::Pids], UnixMillis(0), UnixMillis(1), MAX_POINTS).unwrap();
+        let plan = BucketPlan::choose(&q, NOW, &RetentionPolicy::DEFAULT, 1_000);
+        let host = HistoryQuery::new(vec![Metric::CpuLoad1], UnixMillis(0), UnixMillis(1), MAX_POINTS).unwrap();
+        assert_eq!(plan, BucketPlan::choose(&host, NOW, &RetentionPolicy::DEFAULT, 1_000));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! ## What this crate owns
 //! - [`snapshot`]: what one look at the host sees ([`Snapshot`], [`HostInfo`]).
 //! - [`metric`] and [`history`]: the metrics kept in history, tiers,
-//!   retention, queries and the choice of tier for a query.
+//!   retention, queries and the choice of tier for a query;
+//!   [`container_history`]: the per-container metrics, their rows and the
+//!   rates computed from cumulative counters (same tiers, same queries).
 //! - [`ports`]: [`SnapshotSource`], [`SnapshotRepository`], [`Clock`],
 //!   [`SnapshotPublisher`], each an `#[async_trait]` trait object.
 //! - [`monitoring`]: sample → publish → buffer → flush → roll up → prune.
@@ -95,6 +97,7 @@
 
 pub mod access;
 pub mod container;
+pub mod container_history;
 pub mod container_service;
 pub mod device;
 pub mod device_service;
@@ -123,6 +126,9 @@ pub use container::{
 };
 #[cfg(any(test, feature = "mocks"))]
 pub use container::{MockContainerRepository, MockContainerRuntime};
+pub use container_history::{
+    CONTAINER_METRIC_COUNT, ContainerMetric, ContainerRates, ContainerSample, Counters, counter_rate,
+};
 pub use container_service::{Action, ContainerError, ContainerService, ContainerView, NewContainer};
 pub use device::{
     Device, DeviceFilter, DeviceInventory, DeviceKind, DeviceMask, DevicePatch, DeviceRepository, DiscoveredDevice,
@@ -136,7 +142,7 @@ pub use history::{
     Aggregate, BucketPlan, HistoryQuery, HistoryResult, MAX_POINTS, Point, PruneReport, RetentionPolicy, RollupReport,
     Series, Tier,
 };
-pub use metric::{HistorySample, METRIC_COUNT, Metric, Unit, UnknownMetric};
+pub use metric::{HistoryMetric, HistorySample, METRIC_COUNT, Metric, Unit, UnknownMetric};
 pub use monitoring::{
     HistoryService, HistoryWriter, SampleBuffer, Sampler, SamplerHealth, WriterSettings, WriterStats,
 };

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 
+use crate::container_history::{ContainerMetric, ContainerRates};
 use crate::error::{HistoryError, RepositoryError, SourceError};
 use crate::history::{BucketPlan, HistoryQuery, HistoryResult, PruneReport, RetentionPolicy, RollupReport};
 use crate::metric::HistorySample;
@@ -135,6 +136,8 @@ pub struct Sampler {
     buffer: Option<Arc<SampleBuffer>>,
     interval_ms: i64,
     health: Arc<SamplerHealth>,
+    /// The containers' previous counters, for their history rates.
+    rates: Mutex<ContainerRates>,
 }
 
 impl Sampler {
@@ -146,7 +149,15 @@ impl Sampler {
         buffer: Option<Arc<SampleBuffer>>,
         interval_ms: i64,
     ) -> Self {
-        Self { source, publisher, clock, buffer, interval_ms: interval_ms.max(1), health: Arc::default() }
+        Self {
+            source,
+            publisher,
+            clock,
+            buffer,
+            interval_ms: interval_ms.max(1),
+            health: Arc::default(),
+            rates: Mutex::default(),
+        }
     }
 
     /// The counters this sampler updates.
@@ -154,7 +165,9 @@ impl Sampler {
         Arc::clone(&self.health)
     }
 
-    /// Takes one sample now, publishes it and buffers its history.
+    /// Takes one sample now, publishes it and buffers its history: the
+    /// host's values and a row per running or paused container, with rates
+    /// from the container's previous sample.
     #[tracing::instrument(name = "sampler.tick", skip(self), level = "debug")]
     pub async fn tick(&self) -> Result<Arc<Snapshot>, SourceError> {
         let at = self.clock.now();
@@ -163,7 +176,10 @@ impl Sampler {
                 let snapshot = Arc::new(snapshot);
                 self.publisher.publish(Arc::clone(&snapshot));
                 if let Some(buffer) = &self.buffer {
-                    buffer.push(HistorySample::from_snapshot(&snapshot));
+                    let mut sample = HistorySample::from_snapshot(&snapshot);
+                    // Only this task ticks; the lock is never contended.
+                    sample.containers = self.rates.lock().unwrap_or_else(PoisonError::into_inner).observe(&snapshot);
+                    buffer.push(sample);
                 }
                 self.health.last_success.store(snapshot.timestamp.as_millis().max(1), Ordering::Relaxed);
                 self.health.samples.fetch_add(1, Ordering::Relaxed);
@@ -332,9 +348,15 @@ impl HistoryWriter {
         }
         if prune_due {
             match self.prune().await {
-                Ok(r) if r.total() > 0 => {
-                    tracing::info!(raw = r.raw, minutes = r.minutes, hours = r.hours, "history pruned")
-                }
+                Ok(r) if r.total() > 0 => tracing::info!(
+                    raw = r.raw,
+                    minutes = r.minutes,
+                    hours = r.hours,
+                    container_raw = r.container_raw,
+                    container_minutes = r.container_minutes,
+                    container_hours = r.container_hours,
+                    "history pruned"
+                ),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "history prune failed"),
             }
@@ -389,6 +411,21 @@ impl HistoryService {
     pub async fn query(&self, query: &HistoryQuery) -> Result<HistoryResult, HistoryError> {
         let plan = BucketPlan::choose(query, self.clock.now(), &self.retention, self.sampling_interval_ms);
         let series = self.repository.query(&plan, query.metrics()).await?;
+        Ok(HistoryResult { plan, series })
+    }
+
+    /// Chooses a tier for one container's `query`, exactly as for the host,
+    /// and reads that container's rows. Whether the container exists is the
+    /// caller's concern: history outlives a deleted container until
+    /// retention removes it, and an id without rows gets empty series.
+    #[tracing::instrument(name = "history.query_container", skip(self, query), fields(from = %query.from(), to = %query.to(), points = query.points()))]
+    pub async fn query_container(
+        &self,
+        container_id: &str,
+        query: &HistoryQuery<ContainerMetric>,
+    ) -> Result<HistoryResult<ContainerMetric>, HistoryError> {
+        let plan = BucketPlan::choose(query, self.clock.now(), &self.retention, self.sampling_interval_ms);
+        let series = self.repository.query_container(container_id, &plan, query.metrics()).await?;
         Ok(HistoryResult { plan, series })
     }
 }
@@ -546,8 +583,81 @@ mod tests {
         assert_eq!(buffered[0].get(Metric::CpuUsagePercent), snap.cpu.usage_percent);
     }
 
+    #[tokio::test]
+    async fn ticks_buffer_a_row_per_running_container_with_rates_from_the_previous_tick() {
+        use crate::container_history::ContainerMetric as C;
+        use crate::snapshot::ContainerStats;
+        let clock = FakeClock::at(10_000);
+        let mut source = MockSnapshotSource::new();
+        source.expect_sample().returning(|at| {
+            // 1 MB more received every second since the epoch of the test.
+            let received = (at.as_millis() as u64 - 10_000) * 1_000;
+            let running = ContainerStats {
+                id: "c1".into(),
+                state: "running".into(),
+                cpu_percent: 50.0,
+                memory_bytes: 1 << 20,
+                network_rx_bytes: received,
+                pids: 2,
+                ..Default::default()
+            };
+            let stopped = ContainerStats { id: "c2".into(), state: "stopped".into(), ..Default::default() };
+            Ok(Snapshot { timestamp: at, containers: vec![running, stopped], ..Default::default() })
+        });
+        let buffer = Arc::new(SampleBuffer::new(10));
+        let sampler = Sampler::new(Arc::new(source), quiet_publisher(), clock.clone(), Some(buffer.clone()), 1_000);
+        sampler.tick().await.unwrap();
+        clock.advance(2_000);
+        sampler.tick().await.unwrap();
+        let buffered = buffer.drain();
+        let rows: Vec<_> = buffered.iter().map(|s| s.containers.clone()).collect();
+        assert_eq!(rows.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1], "the stopped container gets no row");
+        let (first, second) = (&rows[0][0], &rows[1][0]);
+        assert_eq!(first.container_id, "c1");
+        assert_eq!(first.get(C::CpuPercent), 50.0);
+        assert!(first.get(C::NetworkRxBytesPerSec).is_nan(), "no rate on the first sample");
+        assert_eq!(second.get(C::NetworkRxBytesPerSec), 1_000_000.0);
+        assert_eq!(second.get(C::Pids), 2.0);
+    }
+
+    #[tokio::test]
+    async fn container_queries_are_planned_exactly_like_host_queries() {
+        use crate::container_history::ContainerMetric as C;
+        let now = 10 * UnixMillis::DAY;
+        let plans = Arc::new(Mutex::new(Vec::new()));
+        let mut repo = MockSnapshotRepository::new();
+        let p1 = plans.clone();
+        repo.expect_query().returning(move |plan, _| {
+            p1.lock().unwrap().push(*plan);
+            Ok(vec![])
+        });
+        let p2 = plans.clone();
+        repo.expect_query_container()
+            .withf(|id, _, metrics| id == "c1" && metrics == [C::CpuPercent, C::MemoryBytes])
+            .returning(move |_, plan, metrics| {
+                p2.lock().unwrap().push(*plan);
+                Ok(metrics.iter().map(|m| crate::history::Series { metric: *m, points: vec![] }).collect())
+            });
+        let svc = HistoryService::new(Arc::new(repo), FakeClock::at(now), RetentionPolicy::DEFAULT, 1_000);
+        for (span, points) in [(UnixMillis::HOUR, 300), (7 * UnixMillis::DAY, 300), (365 * UnixMillis::DAY, 50)] {
+            let (from, to) = (UnixMillis(now - span), UnixMillis(now));
+            let host = HistoryQuery::new(vec![Metric::CpuUsagePercent], from, to, points).unwrap();
+            let container =
+                HistoryQuery::new(vec![C::MemoryBytes, C::CpuPercent, C::CpuPercent], from, to, points).unwrap();
+            let h = svc.query(&host).await.unwrap();
+            let c = svc.query_container("c1", &container).await.unwrap();
+            assert_eq!(h.plan, c.plan, "span {span}");
+            assert_eq!(c.series.iter().map(|s| s.metric).collect::<Vec<_>>(), [C::CpuPercent, C::MemoryBytes]);
+        }
+        let plans = plans.lock().unwrap();
+        assert_eq!(plans.iter().map(|p| p.tier).collect::<Vec<_>>(), {
+            use Tier::*;
+            [Raw, Raw, Minute, Minute, Hour, Hour]
+        });
+    }
+
     fn sample(t: i64) -> HistorySample {
-        HistorySample { timestamp: UnixMillis(t), values: [t as f64; crate::metric::METRIC_COUNT] }
+        HistorySample { timestamp: UnixMillis(t), values: [t as f64; crate::metric::METRIC_COUNT], containers: vec![] }
     }
 
     #[test]
@@ -606,7 +716,7 @@ mod tests {
         repo.expect_roll_up()
             .withf(|until| *until == UnixMillis(180_000))
             .times(1)
-            .returning(|_| Ok(RollupReport { minutes: 2, hours: 0 }));
+            .returning(|_| Ok(RollupReport { minutes: 2, ..Default::default() }));
         let writer = HistoryWriter::new(Arc::new(repo), FakeClock::at(0), buffer, settings());
         writer.flush().await.unwrap();
         assert_eq!(writer.roll_up().await.unwrap().minutes, 2);
@@ -625,7 +735,7 @@ mod tests {
         });
         repo.expect_roll_up().returning(|_| Ok(RollupReport::default()));
         repo.expect_latest_sample_time().returning(|| Ok(None));
-        repo.expect_prune().times(1).returning(|_, _| Ok(PruneReport { raw: 5, minutes: 0, hours: 0 }));
+        repo.expect_prune().times(1).returning(|_, _| Ok(PruneReport { raw: 5, ..Default::default() }));
         let writer = HistoryWriter::new(Arc::new(repo), clock.clone(), buffer.clone(), settings());
         // Samples arrive while the writer sleeps; shutdown comes before the next flush is due.
         buffer.push(sample(1_000_500));

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::container_history::ContainerMetric;
 use crate::error::{RepositoryError, SourceError};
 use crate::history::{BucketPlan, PruneReport, RetentionPolicy, RollupReport, Series};
 use crate::metric::{HistorySample, Metric};
@@ -28,19 +29,23 @@ pub trait SnapshotSource: Send + Sync {
     async fn host_info(&self) -> Result<HostInfo, SourceError>;
 }
 
-/// Stores history in tiers: raw samples, minute and hour roll-ups.
+/// Stores history in tiers: raw samples, minute and hour roll-ups, of the
+/// host and of every container.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait SnapshotRepository: Send + Sync {
-    /// Stores raw samples, all or none (one transaction).
+    /// Stores raw samples with their containers' rows, all or none (one
+    /// transaction).
     async fn save_samples(&self, samples: &[HistorySample]) -> Result<(), RepositoryError>;
 
-    /// Rolls complete minutes and hours before `until` into their tiers.
+    /// Rolls complete minutes and hours before `until` into their tiers, the
+    /// host's and the containers'.
     ///
     /// Idempotent: rolling the same span twice leaves the same rows.
     async fn roll_up(&self, until: UnixMillis) -> Result<RollupReport, RepositoryError>;
 
-    /// Removes rows older than each tier's retention at `now`.
+    /// Removes rows older than each tier's retention at `now`, the host's and
+    /// the containers' (whether the container still exists or not).
     ///
     /// Raw rows that have not been rolled up yet are kept, whatever their age.
     async fn prune(&self, retention: &RetentionPolicy, now: UnixMillis) -> Result<PruneReport, RepositoryError>;
@@ -48,6 +53,16 @@ pub trait SnapshotRepository: Send + Sync {
     /// Aggregates `metrics` over the buckets of `plan`, one series per metric
     /// in the given order.
     async fn query(&self, plan: &BucketPlan, metrics: &[Metric]) -> Result<Vec<Series>, RepositoryError>;
+
+    /// Aggregates one container's `metrics` over the buckets of `plan`, one
+    /// series per metric in the given order; a container without history
+    /// gets empty series.
+    async fn query_container(
+        &self,
+        container_id: &str,
+        plan: &BucketPlan,
+        metrics: &[ContainerMetric],
+    ) -> Result<Vec<Series<ContainerMetric>>, RepositoryError>;
 
     /// The newest raw sample's time, if any.
     async fn latest_sample_time(&self) -> Result<Option<UnixMillis>, RepositoryError>;

@@ -28,8 +28,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use homeserver_domain::{
-    BucketPlan, HistorySample, Metric, Point, PruneReport, RepositoryError, RetentionPolicy, RollupReport, Series,
-    SnapshotRepository, Tier, UnixMillis,
+    BucketPlan, ContainerMetric, HistorySample, Metric, Point, PruneReport, RepositoryError, RetentionPolicy,
+    RollupReport, Series, SnapshotRepository, Tier, UnixMillis,
 };
 use sqlx::{AssertSqlSafe, Row as _};
 
@@ -37,6 +37,7 @@ use crate::columns::{
     BUCKET_NUMBERS, INSERT_RAW, PACKED_MAX_METRICS, ROLL_HOURS, ROLL_MINUTES, Table, bucket_query, column,
     grouped_query, packed_bucket_query,
 };
+use crate::container_history;
 use crate::error::ctx;
 use crate::store::SqliteStore;
 
@@ -306,8 +307,9 @@ impl SnapshotRepository for SqliteStore {
             }
             insert.execute(&mut *tx).await.map_err(ctx("saving samples"))?;
         }
+        let container_rows = container_history::save_rows(&mut tx, samples).await?;
         tx.commit().await.map_err(ctx("committing samples"))?;
-        tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "samples saved");
+        tracing::debug!(container_rows, elapsed_us = started.elapsed().as_micros() as u64, "samples saved");
         Ok(())
     }
 
@@ -316,8 +318,10 @@ impl SnapshotRepository for SqliteStore {
         let started = Instant::now();
         let minutes = self.roll_minutes(until.floor_to(MINUTE).as_millis()).await?;
         let hours = self.roll_hours(until.floor_to(HOUR).as_millis()).await?;
-        tracing::debug!(minutes, hours, elapsed_us = started.elapsed().as_micros() as u64, "rolled up");
-        Ok(RollupReport { minutes, hours })
+        let containers = self.roll_up_containers(until).await?;
+        let report = RollupReport { minutes, hours, ..containers };
+        tracing::debug!(?report, elapsed_us = started.elapsed().as_micros() as u64, "rolled up");
+        Ok(report)
     }
 
     #[tracing::instrument(name = "sqlite.prune", skip(self, retention), level = "debug")]
@@ -334,7 +338,8 @@ impl SnapshotRepository for SqliteStore {
 
         let hours = self.delete_before(Table::Hour, retention.cutoff(Tier::Hour, now).as_millis()).await?;
 
-        let report = PruneReport { raw, minutes, hours };
+        let containers = self.prune_containers(retention, now).await?;
+        let report = PruneReport { raw, minutes, hours, ..containers };
         if report.total() > 0 {
             // Fold the deletions into the main file while nobody writes; PASSIVE
             // never waits for readers or writers.
@@ -343,7 +348,7 @@ impl SnapshotRepository for SqliteStore {
                 .await
                 .map_err(ctx("checkpointing after a prune"))?;
         }
-        tracing::debug!(raw, minutes, hours, elapsed_us = started.elapsed().as_micros() as u64, "pruned");
+        tracing::debug!(?report, elapsed_us = started.elapsed().as_micros() as u64, "pruned");
         Ok(report)
     }
 
@@ -365,6 +370,21 @@ impl SnapshotRepository for SqliteStore {
             _ => Read::Grouped,
         };
         self.read_buckets(plan, metrics, how).await
+    }
+
+    #[tracing::instrument(
+        name = "sqlite.query_container",
+        skip_all,
+        fields(tier = plan.tier.as_str(), from = plan.from.0, to = plan.to.0, step_ms = plan.step_ms, metrics = metrics.len()),
+        level = "debug"
+    )]
+    async fn query_container(
+        &self,
+        container_id: &str,
+        plan: &BucketPlan,
+        metrics: &[ContainerMetric],
+    ) -> Result<Vec<Series<ContainerMetric>>, RepositoryError> {
+        self.query_container_rows(container_id, plan, metrics).await
     }
 
     async fn latest_sample_time(&self) -> Result<Option<UnixMillis>, RepositoryError> {
@@ -395,7 +415,11 @@ mod tests {
         if i % 13 == 0 || (i / 60) % 17 == 3 {
             values[3] = f64::NAN;
         }
-        HistorySample { timestamp: UnixMillis(1_000_000_000_000 + i * 1_000 + (i * 37) % 900), values }
+        HistorySample {
+            timestamp: UnixMillis(1_000_000_000_000 + i * 1_000 + (i * 37) % 900),
+            values,
+            containers: Vec::new(),
+        }
     }
 
     #[tokio::test]

@@ -177,7 +177,7 @@ async fn minute_rollups_equal_the_raw_aggregates() {
     store.save_samples(&sim.take(5 * 60)).await.unwrap();
     let until = T0 + 5 * MIN;
     let report = store.roll_up(UnixMillis(until)).await.unwrap();
-    assert_eq!(report, RollupReport { minutes: 5, hours: 0 });
+    assert_eq!(report, RollupReport { minutes: 5, hours: 0, ..Default::default() });
 
     for m in Metric::ALL {
         let raw = one(&store, plan(Tier::Raw, T0, until, MIN), *m).await;
@@ -203,7 +203,7 @@ async fn hour_average_is_weighted_by_samples() {
     samples.extend((0..30).map(|i| flat(T0 + MIN + i * 2_000, 40.0)));
     store.save_samples(&samples).await.unwrap();
     let report = store.roll_up(UnixMillis(T0 + HOUR)).await.unwrap();
-    assert_eq!(report, RollupReport { minutes: 2, hours: 1 });
+    assert_eq!(report, RollupReport { minutes: 2, hours: 1, ..Default::default() });
 
     let hour = one(&store, plan(Tier::Hour, T0, T0 + HOUR, HOUR), Metric::CpuUsagePercent).await;
     // 90 samples averaging 20, not the mean of the minute means (25).
@@ -223,7 +223,7 @@ async fn roll_up_is_idempotent_and_leaves_partial_periods() {
 
     // Until 01:02:30 is floored to 01:02: minutes 0..62 and hour 0 are complete.
     let report = store.roll_up(UnixMillis(T0 + HOUR + 2 * MIN + 30_000)).await.unwrap();
-    assert_eq!(report, RollupReport { minutes: 62, hours: 1 });
+    assert_eq!(report, RollupReport { minutes: 62, hours: 1, ..Default::default() });
     let minutes_before = one(&store, plan(Tier::Minute, T0, T0 + 2 * HOUR, MIN), Metric::CpuLoad1).await;
     let hours_before = one(&store, plan(Tier::Hour, T0, T0 + 2 * HOUR, HOUR), Metric::CpuLoad1).await;
     assert_eq!(minutes_before.len(), 62);
@@ -238,9 +238,9 @@ async fn roll_up_is_idempotent_and_leaves_partial_periods() {
 
     // Later: the rest of the minutes; hour 1 is still incomplete.
     let report = store.roll_up(UnixMillis(T0 + 2 * HOUR - MIN)).await.unwrap();
-    assert_eq!(report, RollupReport { minutes: 28, hours: 0 });
+    assert_eq!(report, RollupReport { minutes: 28, hours: 0, ..Default::default() });
     let report = store.roll_up(UnixMillis(T0 + 2 * HOUR)).await.unwrap();
-    assert_eq!(report, RollupReport { minutes: 0, hours: 1 });
+    assert_eq!(report, RollupReport { minutes: 0, hours: 1, ..Default::default() });
     let hours = one(&store, plan(Tier::Hour, T0, T0 + 2 * HOUR, HOUR), Metric::CpuLoad1).await;
     assert_eq!(hours.len(), 2);
     assert_eq!(hours[0], hours_before[0]);
@@ -256,7 +256,7 @@ async fn roll_up_jumps_over_gaps_and_spans_many_chunks() {
     samples.extend((0..60).map(|i| flat(back + i * MIN + 5_000, 2.0)));
     store.save_samples(&samples).await.unwrap();
     let report = store.roll_up(UnixMillis(back + HOUR)).await.unwrap();
-    assert_eq!(report, RollupReport { minutes: 15 * 60, hours: 15 });
+    assert_eq!(report, RollupReport { minutes: 15 * 60, hours: 15, ..Default::default() });
     let hours = one(&store, plan(Tier::Hour, T0, back + HOUR, HOUR), Metric::CpuLoad1).await;
     assert_eq!(hours.len(), 15);
     assert_eq!(hours[14], pt(back, 2.0, 2.0, 2.0));
@@ -300,12 +300,12 @@ async fn prune_keeps_the_cutoff_instant_and_removes_one_ms_older() {
         .unwrap();
     let rolled = store.roll_up(now).await.unwrap();
     // Seven minutes; six hours (raw_cut and now - 1 s share the last one).
-    assert_eq!(rolled, RollupReport { minutes: 7, hours: 6 });
+    assert_eq!(rolled, RollupReport { minutes: 7, hours: 6, ..Default::default() });
 
     let report = store.prune(&retention, now).await.unwrap();
     // Raw: everything before raw_cut (5 rows, incl. raw_cut - 1); minutes: the three
     // before minute_cut; hours: the one before hour_cut.
-    assert_eq!(report, PruneReport { raw: 5, minutes: 3, hours: 1 });
+    assert_eq!(report, PruneReport { raw: 5, minutes: 3, hours: 1, ..Default::default() });
     let raw = one(&store, plan(Tier::Raw, 0, now.0, 1_000), Metric::CpuLoad1).await;
     assert_eq!(raw.iter().map(|p| p.min).collect::<Vec<_>>(), [2.0, 3.0]);
     let minutes = one(&store, plan(Tier::Minute, 0, now.0, MIN), Metric::CpuLoad1).await;
@@ -330,7 +330,7 @@ async fn prune_never_drops_rows_that_are_not_rolled_up() {
     // Roll the first 90 minutes: hour 0 is complete, minutes 60..90 are not in an hour yet.
     store.roll_up(UnixMillis(T0 + 90 * MIN)).await.unwrap();
     let report = store.prune(&everything_old, now).await.unwrap();
-    assert_eq!(report, PruneReport { raw: 90, minutes: 60, hours: 0 });
+    assert_eq!(report, PruneReport { raw: 90, minutes: 60, hours: 0, ..Default::default() });
     let raw = one(&store, plan(Tier::Raw, T0, now.0, MIN), Metric::CpuLoad1).await;
     assert_eq!(raw.first().unwrap().t, UnixMillis(T0 + 90 * MIN), "un-rolled raw rows survive");
     let minutes = one(&store, plan(Tier::Minute, T0, now.0, MIN), Metric::CpuLoad1).await;

@@ -1050,3 +1050,205 @@ async fn container_creation_refuses_unknown_profiles_and_devices_before_any_oper
     assert_problem(status, &headers, &body, "VALIDATION_FAILED");
     assert_eq!(body["errors"][0]["field"], "config.devices[0]", "{body}");
 }
+
+/// `GET /api/v1/containers/{id}/history`: the system history's shape and
+/// errors, for one container known to the container records.
+mod container_history {
+    use super::*;
+    use homeserver_domain::{
+        ContainerConfig, ContainerMetric, ContainerRecord, ContainerService, MockContainerRepository,
+        MockContainerRuntime, Point, RuntimeKind, Series, Tier,
+    };
+
+    fn record(id: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            runtime: RuntimeKind::Docker,
+            runtime_id: format!("d-{id}"),
+            name: "web".into(),
+            image: Some("img".into()),
+            template: None,
+            managed: false,
+            profiles: vec![],
+            config: ContainerConfig::default(),
+            created_at: UnixMillis(1),
+            updated_at: UnixMillis(1),
+        }
+    }
+
+    /// Containers where only `known` exists; the engine is never asked (it
+    /// may be down: history comes from the records and the store).
+    fn harness(known: &'static str, history: Option<MockSnapshotRepository>) -> Harness {
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(move |id| Ok((id == known).then(|| record(known))));
+        let mut rt = MockContainerRuntime::new();
+        rt.expect_kind().return_const(RuntimeKind::Docker);
+        rt.expect_inspect().never();
+        rt.expect_stats().never();
+        let ids: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(|| "new-id".to_owned());
+        let mut h = Harness::with_scoped_tokens();
+        h.containers = Some(Arc::new(ContainerService::new(vec![Arc::new(rt)], Arc::new(repo), clock(), ids, 2)));
+        h.repo = history;
+        h
+    }
+
+    fn untouched_store() -> MockSnapshotRepository {
+        let mut repo = MockSnapshotRepository::new();
+        repo.expect_query().never();
+        repo.expect_query_container().never();
+        repo
+    }
+
+    fn get(uri: &str, token: Option<&str>) -> Request<Body> {
+        let mut req = Request::get(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_in_the_shape_of_the_system_history_from_the_planned_tier() {
+        let mut repo = MockSnapshotRepository::new();
+        repo.expect_query_container()
+            .withf(|id, plan, metrics| {
+                id == "c-1"
+                    && plan.tier == Tier::Raw
+                    && plan.step_ms == 12_000
+                    && metrics == [ContainerMetric::CpuPercent, ContainerMetric::MemoryBytes]
+            })
+            .times(1)
+            .returning(|_, plan, metrics| {
+                Ok(metrics
+                    .iter()
+                    .map(|m| Series { metric: *m, points: vec![Point { t: plan.from, avg: 2.0, min: 1.0, max: 3.0 }] })
+                    .collect())
+            });
+        repo.expect_query().times(1).returning(|plan, metrics| {
+            Ok(metrics
+                .iter()
+                .map(|m| Series { metric: *m, points: vec![Point { t: plan.from, avg: 2.0, min: 1.0, max: 3.0 }] })
+                .collect())
+        });
+        let router = harness("c-1", Some(repo)).router();
+        let from = NOW - 3_600_000;
+        let range = format!("from={from}&to={NOW}&points=300");
+        let (status, headers, body) = send(
+            router.clone(),
+            get(&format!("/api/v1/containers/c-1/history?metrics=memory_bytes,cpu_percent&{range}"), Some("read")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(body["step_ms"], 12_000);
+        assert_eq!(body["from"], "2027-01-15T07:00:00Z");
+        assert_eq!(body["series"][0]["metric"], "cpu_percent");
+        assert_eq!(body["series"][0]["unit"], "percent");
+        assert_eq!(body["series"][1]["metric"], "memory_bytes");
+        assert_eq!(body["series"][1]["unit"], "bytes");
+        assert_eq!(body["series"][1]["points"], serde_json::json!([[from, 2.0, 1.0, 3.0]]));
+
+        // The system history answers the same query with the same keys.
+        let (_, _, system) =
+            send(router, get(&format!("/api/v1/system/history?metrics=cpu.load1&{range}"), Some("read"))).await;
+        let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&body), keys(&system));
+        assert_eq!(keys(&body["series"][0]), keys(&system["series"][0]));
+        assert_eq!(
+            (body["from"].clone(), body["to"].clone(), body["step_ms"].clone()),
+            (system["from"].clone(), system["to"].clone(), system["step_ms"].clone())
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_container_is_404_before_anything_is_read() {
+        let router = harness("c-1", Some(untouched_store())).router();
+        for uri in [
+            "/api/v1/containers/nope/history?metrics=cpu_percent",
+            "/api/v1/containers/nope/history?metrics=bogus&points=0",
+        ] {
+            let (status, headers, body) = send(router.clone(), get(uri, Some("read"))).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
+            assert_problem(status, &headers, &body, "NOT_FOUND");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_metrics_ranges_and_points_are_field_errors_that_never_reach_the_store() {
+        let router = harness("c-1", Some(untouched_store())).router();
+        for (query, status, fields) in [
+            ("", StatusCode::UNPROCESSABLE_ENTITY, vec!["metrics"]),
+            ("metrics=cpu_percent,bogus", StatusCode::UNPROCESSABLE_ENTITY, vec!["metrics"]),
+            // The host's names are not a container's.
+            ("metrics=cpu.usage_percent", StatusCode::UNPROCESSABLE_ENTITY, vec!["metrics"]),
+            ("metrics=pids&points=0", StatusCode::UNPROCESSABLE_ENTITY, vec!["points"]),
+            ("metrics=pids&points=2001", StatusCode::UNPROCESSABLE_ENTITY, vec!["points"]),
+            ("metrics=pids&from=2000&to=1000", StatusCode::UNPROCESSABLE_ENTITY, vec!["from"]),
+            ("metrics=pids&from=1000&to=1000&points=0", StatusCode::UNPROCESSABLE_ENTITY, vec!["from", "points"]),
+            ("metrics=pids&points=many", StatusCode::BAD_REQUEST, vec!["points"]),
+            ("metrics=pids&from=yesterday", StatusCode::BAD_REQUEST, vec!["from"]),
+        ] {
+            let uri = format!("/api/v1/containers/c-1/history?{query}");
+            let (got, headers, body) = send(router.clone(), get(&uri, Some("read"))).await;
+            assert_eq!(got, status, "{uri}: {body}");
+            assert_problem(got, &headers, &body, body["code"].as_str().unwrap());
+            let named: Vec<&str> =
+                body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+            assert_eq!(named, fields, "{uri}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn disabled_history_is_503_and_a_missing_token_401() {
+        let (status, headers, body) =
+            send(harness("c-1", None).router(), get("/api/v1/containers/c-1/history?metrics=pids", Some("read"))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_problem(status, &headers, &body, "SERVICE_UNAVAILABLE");
+        assert!(body["detail"].as_str().unwrap().contains("history is disabled"), "{body}");
+
+        let (status, _, _) = send(
+            harness("c-1", Some(untouched_store())).router(),
+            get("/api/v1/containers/c-1/history?metrics=pids", None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn without_a_container_runtime_it_is_503_runtime_unavailable() {
+        let mut h = Harness::with_scoped_tokens();
+        h.repo = Some(untouched_store());
+        let (status, headers, body) =
+            send(h.router(), get("/api/v1/containers/c-1/history?metrics=pids", Some("read"))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_problem(status, &headers, &body, "RUNTIME_UNAVAILABLE");
+    }
+
+    #[tokio::test]
+    async fn a_busy_store_is_503_and_a_broken_one_500_without_leaking() {
+        for (error, status, code) in [
+            (
+                RepositoryError::Unavailable("database is locked".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+            ),
+            (
+                RepositoryError::internal("secret path /var/lib/x: disk I/O error"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+            ),
+        ] {
+            let mut repo = MockSnapshotRepository::new();
+            let error = std::sync::Mutex::new(Some(error));
+            repo.expect_query_container().times(1).returning(move |_, _, _| Err(error.lock().unwrap().take().unwrap()));
+            let (got, headers, body) = send(
+                harness("c-1", Some(repo)).router(),
+                get("/api/v1/containers/c-1/history?metrics=pids", Some("read")),
+            )
+            .await;
+            assert_eq!(got, status);
+            assert_problem(got, &headers, &body, code);
+            assert!(!body.to_string().contains("secret"), "5xx must not leak: {body}");
+        }
+    }
+}

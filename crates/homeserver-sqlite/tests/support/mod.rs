@@ -28,7 +28,7 @@ pub fn sample(ts: i64, f: impl Fn(Metric) -> f64) -> HistorySample {
     for m in Metric::ALL {
         values[m.index()] = f(*m);
     }
-    HistorySample { timestamp: UnixMillis(ts), values }
+    HistorySample { timestamp: UnixMillis(ts), values, containers: Vec::new() }
 }
 
 /// A sample at `ts` with every metric at `v`.
@@ -130,7 +130,7 @@ impl HostSim {
                 Metric::ProcessCount => self.procs,
             };
         }
-        HistorySample { timestamp: UnixMillis(ts), values }
+        HistorySample { timestamp: UnixMillis(ts), values, containers: Vec::new() }
     }
 
     /// The next `n` samples.

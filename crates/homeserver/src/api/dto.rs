@@ -2,8 +2,8 @@
 //! domain types. Nothing else in the crate serialises domain types directly.
 
 use homeserver_domain::{
-    ContainerStats, CpuStats, DiskStats, HistoryResult, HostInfo, MemoryStats, Metric, NetworkStats, Snapshot,
-    SystemStats, UnixMillis,
+    ContainerStats, CpuStats, DiskStats, HistoryMetric, HistoryResult, HostInfo, MemoryStats, Metric, NetworkStats,
+    Snapshot, SystemStats, UnixMillis,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -335,7 +335,8 @@ impl SystemInfoDto {
     }
 }
 
-/// Aggregated history of host metrics.
+/// Aggregated history of host metrics (`/system/history`) or of one
+/// container's (`/containers/{id}/history`): the same shape for both.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HistoryDto {
     /// Start of the range (RFC 3339).
@@ -360,8 +361,8 @@ pub struct SeriesDto {
     pub points: Vec<(i64, f64, f64, f64)>,
 }
 
-impl From<&HistoryResult> for HistoryDto {
-    fn from(r: &HistoryResult) -> Self {
+impl<M: HistoryMetric> From<&HistoryResult<M>> for HistoryDto {
+    fn from(r: &HistoryResult<M>) -> Self {
         Self {
             from: rfc3339(r.plan.from),
             to: rfc3339(r.plan.to),

@@ -2,6 +2,7 @@
 //! through, and the OpenAPI document generated from them.
 
 pub mod audit;
+pub mod container_history;
 pub mod containers;
 pub mod devices;
 pub mod dto;
@@ -90,6 +91,7 @@ fn openapi_router(metrics_public: bool) -> OpenApiRouter<Shared> {
         .merge(tokens::routes())
         .merge(audit::routes())
         .merge(containers::routes())
+        .merge(container_history::routes())
         .merge(devices::routes())
         .merge(profiles::routes())
         .merge(operations::routes());

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use homeserver_domain::{FieldError, HistoryError, HistoryQuery, Metric, UnixMillis};
+use homeserver_domain::{FieldError, HistoryError, HistoryMetric, HistoryQuery, HistoryService, Metric, UnixMillis};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,7 +13,7 @@ use super::dto::{self, HistoryDto, MetricDto, MetricListDto, SnapshotDto, System
 use super::error::{ApiError, ErrorCode, Problem};
 use super::extract::ApiQuery;
 use crate::auth::{Scope, scoped};
-use crate::state::Shared;
+use crate::state::{AppState, Shared};
 
 pub(crate) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
@@ -102,26 +102,40 @@ async fn get_history(
     State(state): State<Shared>,
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<axum::Json<HistoryDto>, ApiError> {
-    let history = state.history.as_ref().ok_or_else(|| {
-        ApiError::new(ErrorCode::ServiceUnavailable, "history is disabled (`history.enabled = false`)")
-    })?;
+    let history = history_service(&state)?;
     let (from, to) = parse_range(params.from.as_deref(), params.to.as_deref(), state.clock.now())?;
-    let points = match params.points.as_deref() {
-        None => 300,
-        Some(p) => p.parse::<u32>().map_err(|_| ApiError::bad_request("points", "expected a whole number"))?,
-    };
-    let metrics = parse_metrics(params.metrics.as_deref().unwrap_or(""))?;
+    let points = parse_points(params.points.as_deref())?;
+    let metrics = parse_metrics::<Metric>(params.metrics.as_deref().unwrap_or(""))?;
     let query = HistoryQuery::new(metrics, from, to, points).map_err(ApiError::validation)?;
     let result = history.query(&query).await.map_err(history_error)?;
     Ok(axum::Json(HistoryDto::from(&result)))
 }
 
-/// Parses a comma-separated list of metric names; unknown names are a 422.
-pub(crate) fn parse_metrics(list: &str) -> Result<Vec<Metric>, ApiError> {
+/// The history service, or the 503 every history route answers when
+/// history is off.
+pub(crate) fn history_service(state: &AppState) -> Result<&HistoryService, ApiError> {
+    state
+        .history
+        .as_deref()
+        .ok_or_else(|| ApiError::new(ErrorCode::ServiceUnavailable, "history is disabled (`history.enabled = false`)"))
+}
+
+/// Parses `points` (default 300); anything but a whole number is a 400, the
+/// range is checked by [`HistoryQuery::new`].
+pub(crate) fn parse_points(points: Option<&str>) -> Result<u32, ApiError> {
+    match points {
+        None => Ok(300),
+        Some(p) => p.parse::<u32>().map_err(|_| ApiError::bad_request("points", "expected a whole number")),
+    }
+}
+
+/// Parses a comma-separated list of metric names of one set (the host's or
+/// the containers'); unknown names are a 422.
+pub(crate) fn parse_metrics<M: HistoryMetric>(list: &str) -> Result<Vec<M>, ApiError> {
     let mut metrics = Vec::new();
     let mut errors = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        match name.parse::<Metric>() {
+        match name.parse::<M>() {
             Ok(m) => metrics.push(m),
             Err(e) => errors.push(FieldError::new("metrics", e.to_string())),
         }

@@ -1,6 +1,7 @@
 //! One end-to-end test binary: the real server on a real port, real clients.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
+mod container_history;
 mod containers;
 mod devices;
 mod docs;
