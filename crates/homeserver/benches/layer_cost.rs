@@ -3,12 +3,13 @@
 //! throughput; good clients' p99 < 10 ms during 10,000 bad-token requests).
 //!
 //! One process serves the same state twice: port A with every layer
-//! (request id, trace, problems, headers, metrics, timeout, body limit,
-//! authentication, rate limit, audit, scope check), port B with none
-//! (`api::bare_router`). `wrk` (Debian) loads each in turn, several rounds,
+//! (the edge: request id, trace span, route table, authentication, rate
+//! limit, scope check, body limit, timeout, audit, problems, headers,
+//! metrics), port B with none (`api::bare_router`: the same router). `wrk` (Debian) loads each in turn, several rounds,
 //! interleaved; medians are printed as Markdown.
 //!
-//! `cargo bench -p homeserver --bench layer_cost` (env: ROUNDS, SECS, CONNS).
+//! `cargo bench -p homeserver --bench layer_cost` (env: ROUNDS, SECS, CONNS;
+//! HOLD=1 prints both addresses and a token and serves until killed).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, reason = "a benchmark binary")]
 
 use std::net::SocketAddr;
@@ -80,11 +81,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
-async fn serve(router: axum::Router) -> SocketAddr {
+async fn serve<S>(app: S) -> SocketAddr
+where
+    S: tower::Service<axum::extract::Request, Response = axum::response::Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let make = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app);
     tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+        axum::serve(listener, make).await.unwrap();
     });
     addr
 }
@@ -150,10 +160,15 @@ async fn run() {
         )
         .with_audit(homeserver::auth::AuditSink { repository: store.clone(), clock: clock.clone() }),
     );
-    let full = serve(homeserver::api::router(state.clone(), security)).await;
+    let full = serve(homeserver::api::router(state.clone(), security).unwrap()).await;
     let bare = serve(homeserver::api::bare_router(state)).await;
     let auth = format!("Authorization: Bearer {}", secret.token);
     let (d, c, t) = (format!("{secs}s"), conns.to_string(), "2".to_owned());
+    if std::env::var_os("HOLD").is_some() {
+        // For profiling by hand: serve both until killed.
+        println!("on http://{full}/api/v1/system\noff http://{bare}/api/v1/system\n{auth}");
+        std::future::pending::<()>().await;
+    }
 
     let (mut on, mut off, mut on_p99, mut off_p99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {

@@ -46,7 +46,7 @@ impl Probe for StoreProbe {
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
-    router: axum::Router,
+    router: crate::api::App,
     state: AppState,
     store: Arc<SqliteStore>,
     sampler: Sampler,
@@ -194,7 +194,8 @@ impl Application {
             operations,
             shutdown: shutdown_rx,
         };
-        let router = crate::api::router(state.clone(), Arc::clone(&security));
+        let router = crate::api::router(state.clone(), Arc::clone(&security))
+            .context("every route must declare its scope or be public")?;
         let addr = SocketAddr::new(settings.server.host, settings.server.port);
         let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let local_addr = listener.local_addr().context("listener has no local address")?;
@@ -412,12 +413,12 @@ fn container_service(
 /// and key, until `shutdown` completes and the requests in flight drain.
 async fn serve(
     listener: TcpListener,
-    router: axum::Router,
+    router: crate::api::App,
     tls: Option<(&std::path::Path, &std::path::Path)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(router);
     let Some((cert, key)) = tls else {
         return axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("HTTP server failed");
     };
@@ -443,9 +444,8 @@ async fn serve(
         .context("HTTPS server failed")
 }
 
-/// Periodic upkeep: drain recorded latencies into the Prometheus histograms
-/// (every 5 s, so they never pile up between scrapes), forget idle
-/// rate-limit keys (every minute), prune the audit log (every hour).
+/// Periodic upkeep: forget idle rate-limit keys (every minute), prune the
+/// audit log (every hour).
 async fn housekeeping(
     security: Arc<Security>,
     audit: Arc<dyn AuditRepository>,
@@ -453,22 +453,16 @@ async fn housekeeping(
     audit_days: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
     let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tick.tick() => {}
         }
-        if let Some(handle) = crate::telemetry::prometheus() {
-            handle.run_upkeep();
-        }
         ticks += 1;
-        if !ticks.is_multiple_of(12) {
-            continue;
-        }
         security.housekeeping();
-        if ticks.is_multiple_of(12 * 60) {
+        if ticks.is_multiple_of(60) {
             let before = clock.now().add_millis(-(audit_days as i64) * UnixMillis::DAY);
             match audit.prune(before).await {
                 Ok(0) => {}

@@ -1,11 +1,21 @@
-//! Logs (tracing) and service metrics (the `metrics` facade rendered by the
-//! Prometheus exporter).
+//! Logs (tracing) and the HTTP service metrics (`http_requests_total`,
+//! `http_request_duration_seconds`), counted on plain atomics and rendered
+//! in the Prometheus text format by `GET /metrics`.
+//!
+//! Why not the `metrics` facade: a request took a mutex and a hashed lookup
+//! for its handles, and its histograms need periodic upkeep. Here every
+//! documented route owns its counters, found once when the router is built,
+//! and every worker thread counts in its own copy (summed when rendered):
+//! a request costs three uncontended relaxed stores.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use axum::http::Method;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LoggingSettings};
@@ -23,72 +33,250 @@ pub fn init_tracing(settings: &LoggingSettings) {
     drop(result);
 }
 
-static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+/// Upper bounds of the latency histogram, in microseconds (0.5 ms … 10 s).
+const BUCKETS_US: [u64; 13] =
+    [500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000];
 
-/// The process-wide Prometheus recorder, installed on first use.
-///
-/// The `metrics` facade has one global recorder per process; several
-/// applications in one process (tests) share it.
-pub fn prometheus() -> Option<&'static PrometheusHandle> {
-    PROMETHEUS
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new().set_buckets_for_metric(
-                Matcher::Full("http_request_duration_seconds".to_owned()),
-                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0],
-            );
-            match builder.and_then(|b| b.install_recorder()) {
-                Ok(handle) => Some(handle),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not install the metrics recorder; service metrics are off");
-                    None
-                }
-            }
-        })
-        .as_ref()
+/// Status codes with a counter of their own (sorted); others share a map.
+const STATUSES: [u16; 36] = [
+    101, 200, 201, 202, 204, 206, 301, 302, 304, 307, 308, 400, 401, 403, 404, 405, 406, 408, 409, 410, 411, 412, 413,
+    414, 415, 416, 422, 426, 428, 429, 431, 500, 501, 502, 503, 504,
+];
+
+/// Methods with counters of their own; the last slot is every other method.
+const METHODS: [Method; 7] =
+    [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
+
+fn method_slot(method: &Method) -> usize {
+    METHODS.iter().position(|m| m == method).unwrap_or(METHODS.len())
 }
 
-/// Per-route request counters and latency histograms, with their handles
-/// cached so a request costs two atomic updates, not a registry lookup.
-#[derive(Default)]
-pub struct HttpMetrics {
-    handles: Mutex<HashMap<(usize, Method, u16), Handles>>,
+fn method_name(slot: usize) -> &'static str {
+    METHODS.get(slot).map_or("OTHER", Method::as_str)
 }
 
-struct Handles {
+/// One route's requests with one method, as one worker thread counted
+/// them (single writer: a relaxed load and store, no locked instruction,
+/// no cache line shared between cores).
+struct MethodCounters {
+    statuses: [AtomicU64; STATUSES.len()],
+    other_statuses: Mutex<BTreeMap<u16, u64>>,
+    /// Non-cumulative bucket counts; the last is `+Inf`.
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Default for MethodCounters {
+    fn default() -> Self {
+        Self {
+            statuses: std::array::from_fn(|_| AtomicU64::new(0)),
+            other_statuses: Mutex::default(),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Adds to a counter only its owning thread writes.
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// The counters of one route template (`/api/v1/containers/{id}`), or of
+/// `unmatched` for requests no route answers: one [`MethodCounters`] per
+/// method and worker thread that served it.
+pub struct RouteMetrics {
     route: Box<str>,
-    requests: metrics::Counter,
-    duration: metrics::Histogram,
+    /// Position in the registry: the index of this route's slots in each
+    /// thread's table.
+    index: usize,
+    shards: Mutex<Vec<(usize, Arc<MethodCounters>)>>,
 }
 
-impl HttpMetrics {
+thread_local! {
+    /// This thread's counters, by `route index * slots + method slot`.
+    static MINE: RefCell<Vec<Option<Arc<MethodCounters>>>> = const { RefCell::new(Vec::new()) };
+}
+
+const SLOTS: usize = METHODS.len() + 1;
+
+impl RouteMetrics {
     /// Counts one answered request.
-    pub fn record(&self, route: Option<&str>, method: &Method, status: u16, elapsed: std::time::Duration) {
-        let route = route.unwrap_or("unmatched");
-        // Route templates live in the router for its whole life: their
-        // address is a cheap key; the stored text guards against reuse.
-        let key = (route.as_ptr() as usize, method.clone(), status);
-        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = match handles.get(&key) {
-            Some(h) if *h.route == *route => h,
-            _ => {
-                let labels = [
-                    ("method", method.as_str().to_owned()),
-                    ("route", route.to_owned()),
-                    ("status", status.to_string()),
-                ];
-                let fresh = Handles {
-                    route: route.into(),
-                    requests: metrics::counter!("http_requests_total", &labels),
-                    duration: metrics::histogram!("http_request_duration_seconds", &labels[..2]),
-                };
-                handles.insert(key.clone(), fresh);
-                match handles.get(&key) {
-                    Some(h) => h,
-                    None => return,
+    pub fn record(&self, method: &Method, status: u16, elapsed: Duration) {
+        let slot = method_slot(method);
+        MINE.with_borrow_mut(|mine| {
+            let at = self.index * SLOTS + slot;
+            if mine.len() <= at {
+                mine.resize(at + 1, None);
+            }
+            let counters = mine[at].get_or_insert_with(|| {
+                let fresh = Arc::new(MethodCounters::default());
+                self.shards.lock().unwrap_or_else(PoisonError::into_inner).push((slot, Arc::clone(&fresh)));
+                fresh
+            });
+            match STATUSES.binary_search(&status) {
+                Ok(i) => bump(&counters.statuses[i], 1),
+                Err(_) => {
+                    *counters
+                        .other_statuses
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .entry(status)
+                        .or_insert(0) += 1;
                 }
             }
-        };
-        entry.requests.increment(1);
-        entry.duration.record(elapsed.as_secs_f64());
+            let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            bump(&counters.buckets[BUCKETS_US.partition_point(|&b| b < us)], 1);
+            bump(&counters.sum_us, us);
+        });
+    }
+
+    /// Sums of every thread's counters per method slot: statuses, buckets, sum.
+    fn totals(&self) -> Vec<(usize, BTreeMap<u16, u64>, Vec<u64>, u64)> {
+        let shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<(usize, BTreeMap<u16, u64>, Vec<u64>, u64)> = Vec::new();
+        for slot in 0..SLOTS {
+            let mut statuses = BTreeMap::new();
+            let mut buckets = vec![0u64; BUCKETS_US.len() + 1];
+            let mut sum = 0u64;
+            let mut any = false;
+            for (_, c) in shards.iter().filter(|(s, _)| *s == slot) {
+                any = true;
+                for (i, n) in c.statuses.iter().enumerate() {
+                    let n = n.load(Ordering::Relaxed);
+                    if n > 0 {
+                        *statuses.entry(STATUSES[i]).or_insert(0) += n;
+                    }
+                }
+                for (status, n) in c.other_statuses.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+                    *statuses.entry(*status).or_insert(0) += n;
+                }
+                for (b, n) in buckets.iter_mut().zip(&c.buckets) {
+                    *b += n.load(Ordering::Relaxed);
+                }
+                sum += c.sum_us.load(Ordering::Relaxed);
+            }
+            if any {
+                out.push((slot, statuses, buckets, sum));
+            }
+        }
+        out
+    }
+}
+
+/// Every route's counters, process-wide (several applications in one
+/// process, as in tests, share them, like a global metrics recorder).
+/// Entries are never removed, so each lives for the whole process: one per
+/// route template, a bounded set fixed by the code.
+fn registry() -> &'static Mutex<BTreeMap<Box<str>, &'static RouteMetrics>> {
+    static REGISTRY: OnceLock<Mutex<BTreeMap<Box<str>, &'static RouteMetrics>>> = OnceLock::new();
+    REGISTRY.get_or_init(Mutex::default)
+}
+
+/// The counters of `route` (a template, or `unmatched`), created on first
+/// use and kept for the life of the process (so a request holds them
+/// without touching a reference count).
+pub fn route_metrics(route: &str) -> &'static RouteMetrics {
+    let mut all = registry().lock().unwrap_or_else(PoisonError::into_inner);
+    let index = all.len();
+    all.entry(route.into())
+        .or_insert_with(|| Box::leak(Box::new(RouteMetrics { route: route.into(), index, shards: Mutex::default() })))
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Appends `http_requests_total` and `http_request_duration_seconds` in the
+/// Prometheus text format (only series that counted something).
+pub fn render_http(out: &mut String) {
+    let all: Vec<&'static RouteMetrics> =
+        registry().lock().unwrap_or_else(PoisonError::into_inner).values().copied().collect();
+    let totals: Vec<(String, Vec<(usize, BTreeMap<u16, u64>, Vec<u64>, u64)>)> =
+        all.iter().map(|r| (label(&r.route), r.totals())).collect();
+    out.push_str("# HELP http_requests_total HTTP requests answered, by method, route template and status.\n");
+    out.push_str("# TYPE http_requests_total counter\n");
+    for (route, slots) in &totals {
+        for (slot, statuses, _, _) in slots {
+            let method = method_name(*slot);
+            for (status, n) in statuses {
+                let _ = writeln!(
+                    out,
+                    "http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+    }
+    out.push_str("# HELP http_request_duration_seconds Time to answer HTTP requests, by method and route template.\n");
+    out.push_str("# TYPE http_request_duration_seconds histogram\n");
+    for (route, slots) in &totals {
+        for (slot, _, buckets, sum_us) in slots {
+            let method = method_name(*slot);
+            let mut cumulative = 0;
+            for (i, n) in buckets.iter().enumerate() {
+                cumulative += n;
+                let le = BUCKETS_US.get(i).map_or_else(|| "+Inf".to_owned(), |us| (*us as f64 / 1e6).to_string());
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_bucket{{method=\"{method}\",route=\"{route}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let sum = *sum_us as f64 / 1e6;
+            let _ = writeln!(out, "http_request_duration_seconds_sum{{method=\"{method}\",route=\"{route}\"}} {sum}");
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_count{{method=\"{method}\",route=\"{route}\"}} {cumulative}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_method_and_status_and_timed_in_cumulative_buckets() {
+        let m = route_metrics("/test/telemetry/{id}");
+        m.record(&Method::GET, 200, Duration::from_micros(300));
+        m.record(&Method::GET, 200, Duration::from_millis(3));
+        m.record(&Method::GET, 299, Duration::from_millis(20));
+        // Another thread's counts add up with this one's.
+        std::thread::spawn(|| {
+            let m = route_metrics("/test/telemetry/{id}");
+            m.record(&Method::from_bytes(b"PURGE").unwrap(), 404, Duration::from_secs(20));
+            m.record(&Method::GET, 200, Duration::from_micros(300));
+        })
+        .join()
+        .unwrap();
+        let mut out = String::new();
+        render_http(&mut out);
+        let line = |needle: &str| out.lines().find(|l| l.starts_with(needle)).map(str::to_owned);
+        let route = "route=\"/test/telemetry/{id}\"";
+        assert_eq!(
+            line(&format!("http_requests_total{{method=\"GET\",{route},status=\"200\"}}")).unwrap().rsplit(' ').next(),
+            Some("3")
+        );
+        assert!(line(&format!("http_requests_total{{method=\"GET\",{route},status=\"299\"}} 1")).is_some(), "{out}");
+        assert!(line(&format!("http_requests_total{{method=\"OTHER\",{route},status=\"404\"}} 1")).is_some());
+        for (le, n) in [("0.0005", 2), ("0.001", 2), ("0.005", 3), ("0.025", 4), ("+Inf", 4)] {
+            assert!(
+                line(&format!("http_request_duration_seconds_bucket{{method=\"GET\",{route},le=\"{le}\"}} {n}"))
+                    .is_some(),
+                "le {le}: {out}"
+            );
+        }
+        assert!(line(&format!("http_request_duration_seconds_count{{method=\"GET\",{route}}} 4")).is_some());
+        assert!(
+            line(&format!("http_request_duration_seconds_bucket{{method=\"OTHER\",{route},le=\"10\"}} 0")).is_some()
+        );
+        let sum: f64 = line(&format!("http_request_duration_seconds_sum{{method=\"GET\",{route}}}"))
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((sum - 0.0236).abs() < 1e-9, "{sum}");
     }
 }

@@ -6,7 +6,9 @@
 //! touch the database: the table is reloaded when this process creates or
 //! revokes a token, and within a second when another process (the CLI) does.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -96,10 +98,41 @@ fn credentials(parts: &Parts) -> Result<Option<&str>, AuthFailure> {
 }
 
 /// The in-memory token table and the authenticator over it.
+///
+/// Every worker thread also remembers the last few tokens it accepted
+/// (compared in constant time), so a client that sends the same token on
+/// every request costs no SHA-256 and no shared lock; any reload (a create
+/// or revoke) invalidates those memories at once.
 pub struct TokenTable {
     repository: Arc<dyn TokenRepository>,
     clock: Arc<dyn Clock>,
     table: RwLock<Table>,
+    /// Distinguishes tables in one process (tests run several).
+    id: u64,
+    /// Moves on every reload; remembered tokens of older generations are forgotten.
+    generation: AtomicU64,
+}
+
+/// Length of a well-formed token.
+const TOKEN_LEN: usize = TOKEN_PREFIX.len() + SECRET_HEX_LEN;
+/// Tokens each worker thread remembers.
+const REMEMBERED: usize = 4;
+
+struct Remembered {
+    table: u64,
+    generation: u64,
+    token: [u8; TOKEN_LEN],
+    expires_at: Option<homeserver_domain::UnixMillis>,
+    principal: Arc<Principal>,
+}
+
+thread_local! {
+    static ACCEPTED: RefCell<(usize, [Option<Remembered>; REMEMBERED])> = const { RefCell::new((0, [const { None }; REMEMBERED])) };
+}
+
+/// Equal bytes, in time that depends only on the length.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
 }
 
 #[derive(Default)]
@@ -111,7 +144,14 @@ struct Table {
 impl TokenTable {
     /// Loads every token from `repository`.
     pub async fn load(repository: Arc<dyn TokenRepository>, clock: Arc<dyn Clock>) -> Result<Self, RepositoryError> {
-        let me = Self { repository, clock, table: RwLock::new(Table::default()) };
+        static TABLES: AtomicU64 = AtomicU64::new(1);
+        let me = Self {
+            repository,
+            clock,
+            table: RwLock::new(Table::default()),
+            id: TABLES.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+        };
         me.reload().await?;
         Ok(me)
     }
@@ -120,16 +160,21 @@ impl TokenTable {
     pub async fn reload(&self) -> Result<(), RepositoryError> {
         let revision = self.repository.revision().await?;
         let all = self.repository.all_with_hashes().await?;
+        let mut guard = self.table.write().unwrap_or_else(PoisonError::into_inner);
         let mut table = Table { revision, ..Table::default() };
         for (hash, token) in all {
+            // A token keeps its rate budget across reloads.
+            let budget = guard.by_hash.get(&hash).and_then(|(_, p)| p.budget.clone()).unwrap_or_default();
             let principal = Arc::new(Principal {
                 name: token.name.clone(),
                 scope: token.scope(),
                 token_id: Some(token.id.clone()),
+                budget: Some(budget),
             });
             table.by_hash.insert(hash, (token, principal));
         }
-        *self.table.write().unwrap_or_else(PoisonError::into_inner) = table;
+        *guard = table;
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -156,15 +201,61 @@ impl TokenTable {
     }
 }
 
+impl TokenTable {
+    /// A token this thread accepted since the last reload.
+    fn remembered(
+        &self,
+        token: &[u8],
+        generation: u64,
+    ) -> Option<(Arc<Principal>, Option<homeserver_domain::UnixMillis>)> {
+        ACCEPTED.with_borrow(|(_, slots)| {
+            slots.iter().flatten().find_map(|r| {
+                (r.table == self.id && r.generation == generation && constant_time_eq(&r.token, token))
+                    .then(|| (Arc::clone(&r.principal), r.expires_at))
+            })
+        })
+    }
+
+    fn remember(
+        &self,
+        token: &[u8],
+        generation: u64,
+        principal: &Arc<Principal>,
+        expires_at: Option<homeserver_domain::UnixMillis>,
+    ) {
+        let Ok(token) = <[u8; TOKEN_LEN]>::try_from(token) else { return };
+        ACCEPTED.with_borrow_mut(|(next, slots)| {
+            // Replace a stale memory of this table first, else round-robin.
+            let slot = slots
+                .iter()
+                .position(|s| s.as_ref().is_none_or(|r| r.table == self.id && r.generation != generation))
+                .unwrap_or(*next % REMEMBERED);
+            *next = slot + 1;
+            slots[slot] =
+                Some(Remembered { table: self.id, generation, token, expires_at, principal: Arc::clone(principal) });
+        });
+    }
+}
+
 impl Authenticator for TokenTable {
     fn authenticate(&self, parts: &Parts) -> Result<Option<Arc<Principal>>, AuthFailure> {
         let Some(token) = credentials(parts)? else { return Ok(None) };
+        let generation = self.generation.load(Ordering::Acquire);
+        if token.len() == TOKEN_LEN
+            && let Some((principal, expires_at)) = self.remembered(token.as_bytes(), generation)
+        {
+            return match expires_at {
+                Some(at) if self.clock.now() >= at => Err(AuthFailure::Invalid),
+                _ => Ok(Some(principal)),
+            };
+        }
         let hash = hash_token(token).ok_or(AuthFailure::Invalid)?;
         let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
-        let (token, principal) = table.by_hash.get(&hash).ok_or(AuthFailure::Invalid)?;
-        if !token.is_active(self.clock.now()) {
+        let (stored, principal) = table.by_hash.get(&hash).ok_or(AuthFailure::Invalid)?;
+        if !stored.is_active(self.clock.now()) {
             return Err(AuthFailure::Invalid);
         }
+        self.remember(token.as_bytes(), generation, principal, stored.expires_at);
         Ok(Some(Arc::clone(principal)))
     }
 }
@@ -265,5 +356,92 @@ mod tests {
             axum::http::Request::get("/ws?a=1&access_token=hs_q").header("upgrade", "websocket").body(()).unwrap(),
         );
         assert_eq!(credentials(&p), Ok(Some("hs_q")));
+    }
+
+    mod remembered {
+        use std::sync::Mutex;
+        use std::sync::atomic::AtomicI64;
+
+        use homeserver_domain::{MockClock, MockTokenRepository, Scope, UnixMillis};
+
+        use super::*;
+
+        fn token(id: &str, expires_at: Option<i64>, revoked: bool) -> ApiToken {
+            ApiToken {
+                id: TokenId::new(id),
+                name: id.to_owned(),
+                scopes: vec![Scope::Operate],
+                created_at: UnixMillis(0),
+                expires_at: expires_at.map(UnixMillis),
+                revoked_at: revoked.then_some(UnixMillis(1)),
+            }
+        }
+
+        /// A table over a repository whose tokens the test changes, and a
+        /// clock it moves.
+        async fn table(tokens: Arc<Mutex<Vec<(TokenHash, ApiToken)>>>, now: Arc<AtomicI64>) -> TokenTable {
+            let mut repo = MockTokenRepository::new();
+            repo.expect_revision().returning(|| Ok(1));
+            repo.expect_all_with_hashes().returning(move || Ok(tokens.lock().unwrap().clone()));
+            let mut clock = MockClock::new();
+            clock.expect_now().returning(move || UnixMillis(now.load(Ordering::Relaxed)));
+            TokenTable::load(Arc::new(repo), Arc::new(clock)).await.unwrap()
+        }
+
+        fn bearer(token: &str) -> Parts {
+            parts(axum::http::Request::get("/x").header("authorization", format!("Bearer {token}")).body(()).unwrap())
+        }
+
+        #[tokio::test]
+        async fn a_remembered_token_is_forgotten_on_revocation_and_refused_after_expiry() {
+            let (a, b) = (generate().unwrap(), generate().unwrap());
+            let tokens = Arc::new(Mutex::new(vec![
+                (a.hash.clone(), token("a", None, false)),
+                (b.hash.clone(), token("b", Some(5_000), false)),
+            ]));
+            let now = Arc::new(AtomicI64::new(1_000));
+            let table = table(tokens.clone(), now.clone()).await;
+            for _ in 0..3 {
+                let p = table.authenticate(&bearer(&a.token)).unwrap().unwrap();
+                assert_eq!((p.name.as_str(), p.scope), ("a", Scope::Operate));
+                assert_eq!(table.authenticate(&bearer(&b.token)).unwrap().unwrap().name, "b");
+            }
+            // The same length and prefix, other bits: refused, never confused with a remembered one.
+            let mut wrong = a.token.clone();
+            wrong.replace_range(10..11, if &a.token[10..11] == "0" { "1" } else { "0" });
+            assert_eq!(table.authenticate(&bearer(&wrong)), Err(AuthFailure::Invalid));
+
+            now.store(5_000, Ordering::Relaxed);
+            assert_eq!(table.authenticate(&bearer(&b.token)), Err(AuthFailure::Invalid), "expired while remembered");
+
+            let budget = table.authenticate(&bearer(&a.token)).unwrap().unwrap().budget.clone().unwrap();
+            tokens.lock().unwrap()[0].1 = token("a", None, true);
+            tokens.lock().unwrap().push((generate().unwrap().hash, token("c", None, false)));
+            table.reload().await.unwrap();
+            assert_eq!(table.authenticate(&bearer(&a.token)), Err(AuthFailure::Invalid), "revoked while remembered");
+            // Another token's reload keeps a live token's budget.
+            tokens.lock().unwrap()[0].1 = token("a", None, false);
+            table.reload().await.unwrap();
+            let again = table.authenticate(&bearer(&a.token)).unwrap().unwrap().budget.clone().unwrap();
+            assert!(Arc::ptr_eq(&budget, &again));
+        }
+
+        #[tokio::test]
+        async fn two_tables_in_one_thread_do_not_share_memories() {
+            let a = generate().unwrap();
+            let now = Arc::new(AtomicI64::new(0));
+            let with = table(Arc::new(Mutex::new(vec![(a.hash.clone(), token("a", None, false))])), now.clone()).await;
+            let without = table(Arc::new(Mutex::new(Vec::new())), now).await;
+            assert!(with.authenticate(&bearer(&a.token)).unwrap().is_some());
+            assert_eq!(without.authenticate(&bearer(&a.token)), Err(AuthFailure::Invalid));
+        }
+
+        #[test]
+        fn constant_time_eq_compares_every_byte() {
+            assert!(constant_time_eq(b"hs_abc", b"hs_abc"));
+            assert!(!constant_time_eq(b"hs_abc", b"hs_abd"));
+            assert!(!constant_time_eq(b"xs_abc", b"hs_abc"));
+            assert!(!constant_time_eq(b"hs_ab", b"hs_abc"));
+        }
     }
 }

@@ -44,7 +44,7 @@ impl Authenticator for ScopeNamedTokens {
         let Some(h) = parts.headers.get("authorization") else { return Ok(None) };
         let token = h.to_str().unwrap().strip_prefix("Bearer ").ok_or(AuthFailure::Malformed)?;
         let scope = token.parse::<Scope>().map_err(|_| AuthFailure::Invalid)?;
-        Ok(Some(Arc::new(Principal { name: token.into(), scope, token_id: Some(TokenId::new(token)) })))
+        Ok(Some(Arc::new(Principal::new(token, scope, Some(TokenId::new(token))))))
     }
 }
 
@@ -118,7 +118,7 @@ impl Harness {
         Self { authenticator: Arc::new(ScopeNamedTokens), ..Self::new() }
     }
 
-    fn router(self) -> axum::Router {
+    fn router(self) -> homeserver::api::App {
         let mut settings = Settings::defaults().unwrap();
         if let Some(limit) = self.body_limit {
             settings.server.max_body_bytes = limit;
@@ -156,11 +156,11 @@ impl Harness {
         };
         let security = Security::new(self.authenticator, self.limits)
             .with_audit(homeserver::auth::AuditSink { repository: audit, clock: clock() });
-        homeserver::api::router(state, Arc::new(security))
+        homeserver::api::router(state, Arc::new(security)).unwrap()
     }
 }
 
-async fn call(router: axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+async fn call(router: homeserver::api::App, uri: &str) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
     let response = router.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
@@ -303,6 +303,7 @@ async fn every_documented_operation_declares_its_scope_or_is_public() {
             let scope = op.get("x-required-scope").and_then(|s| s.as_str());
             if public.contains(&path.as_str()) {
                 assert!(scope.is_none(), "{method} {path} is public");
+                assert_eq!(op["security"], serde_json::json!([]), "{method} {path} says it is public");
             } else {
                 assert!(matches!(scope, Some("read" | "operate" | "admin")), "{method} {path} lacks a scope");
             }
@@ -310,7 +311,10 @@ async fn every_documented_operation_declares_its_scope_or_is_public() {
     }
 }
 
-async fn send(router: axum::Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+async fn send(
+    router: homeserver::api::App,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
     let response = router.oneshot(req).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();

@@ -1,7 +1,7 @@
 //! The audit log: the record of every mutating request (written by the
-//! authentication middleware through [`Pending`]), and `GET /api/v1/audit`.
+//! edge through [`Pending`]), and `GET /api/v1/audit`.
 
-use axum::extract::{MatchedPath, State};
+use axum::extract::State;
 use axum::http::Method;
 use axum::http::request::Parts;
 use homeserver_domain::{AuditFilter, AuditOutcome, AuditRecord, NewAuditRecord, Scope};
@@ -34,21 +34,24 @@ pub(crate) struct Pending {
 
 impl Pending {
     /// Starts the record of a POST, PUT, PATCH or DELETE; `None` for others.
-    pub(crate) fn capture(sink: &AuditSink, parts: &Parts, caller: &Caller) -> Option<Self> {
+    pub(crate) fn capture(
+        sink: &AuditSink,
+        parts: &Parts,
+        caller: &Caller,
+        route: &str,
+        request_id: &axum::http::HeaderValue,
+        client: Option<std::net::IpAddr>,
+    ) -> Option<Self> {
         if !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
             return None;
         }
-        let route = parts.extensions.get::<MatchedPath>().map(|p| p.as_str()).unwrap_or(parts.uri.path());
         Some(Self {
             sink: sink.clone(),
             actor: caller.principal().map_or_else(|| "anonymous".to_owned(), |p| p.actor()),
             action: format!("{} {route}", parts.method),
             target: parts.uri.path().to_owned(),
-            request_id: parts.headers.get(super::REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned),
-            client_ip: parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip().to_string()),
+            request_id: request_id.to_str().ok().map(str::to_owned),
+            client_ip: client.map(|ip| ip.to_string()),
         })
     }
 

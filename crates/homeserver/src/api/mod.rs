@@ -6,6 +6,7 @@ pub mod container_history;
 pub mod containers;
 pub mod devices;
 pub mod dto;
+pub mod edge;
 pub mod error;
 mod etag;
 pub mod extract;
@@ -21,14 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
-use tower::ServiceBuilder;
-use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
+use tower::Layer as _;
+use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -37,7 +34,6 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{self, Caller, OpenAccess, Security};
 use crate::state::{AppState, Shared};
-use crate::telemetry::HttpMetrics;
 
 /// Header carrying the request id, echoed when the client sent one.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -107,62 +103,6 @@ pub fn openapi() -> OpenApiDoc {
     doc
 }
 
-fn routes_and_docs(state: &AppState) -> Router<Shared> {
-    // Install the metrics recorder before the first request is counted.
-    let _ = crate::telemetry::prometheus();
-    let (routes, doc) = openapi_router(state.settings.metrics.public).split_for_parts();
-    routes
-        .fallback(|| async { StatusCode::NOT_FOUND })
-        .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))
-}
-
-/// The edge of every request, in one middleware (one boxed future instead
-/// of five layers): the request id (the client's, or a fresh UUID, echoed in
-/// `x-request-id`), the trace span every log line of the request carries
-/// (path only, never the query, which may hold `access_token`),
-/// problem+json for every error, `nosniff` everywhere and `no-store` on
-/// everything but the static docs, and the request counter and latency
-/// histogram.
-async fn edge(
-    axum::extract::State(metrics): axum::extract::State<Arc<HttpMetrics>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let start = std::time::Instant::now();
-    let request_id = match request.headers().get(REQUEST_ID_HEADER) {
-        Some(id) => id.clone(),
-        None => {
-            let mut buf = uuid::Uuid::encode_buffer();
-            let id = HeaderValue::from_str(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf))
-                .unwrap_or_else(|_| HeaderValue::from_static("-"));
-            request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
-            id
-        }
-    };
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id = %request_id.to_str().unwrap_or("-"),
-    );
-    let cacheable = request.uri().path().starts_with("/docs");
-    let method = request.method().clone();
-    let route = request.extensions().get::<axum::extract::MatchedPath>().cloned();
-    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
-    let mut response = error::finish_problem(response, Some(&request_id));
-    let status = response.status().as_u16();
-    let headers = response.headers_mut();
-    headers.insert(REQUEST_ID_HEADER, request_id);
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    if !cacheable {
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    let elapsed = start.elapsed();
-    metrics.record(route.as_ref().map(|r| r.as_str()), &method, status, elapsed);
-    span.in_scope(|| tracing::debug!(status, latency_us = elapsed.as_micros() as u64, "answered"));
-    response
-}
-
 fn cors(origins: &[String]) -> Option<CorsLayer> {
     let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     (!origins.is_empty()).then(|| {
@@ -185,36 +125,70 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     })
 }
 
-/// The whole application: routes, docs and the layers around them.
-///
-/// Layer order, outermost first: edge (request id, trace span, problem
-/// rendering, security headers, metrics) → CORS → timeout →
-/// body limit → authentication, rate limit and audit → per-route scope
-/// check → handler.
-pub fn router(state: AppState, security: Arc<Security>) -> Router {
-    let state: Shared = Arc::new(state);
-    let settings = Arc::clone(&state.settings);
-    let app = routes_and_docs(&state)
-        .layer(axum::middleware::from_fn_with_state(security, auth::authenticate))
-        .with_state(state);
-    app.layer(
-        ServiceBuilder::new()
-            .layer(axum::middleware::from_fn_with_state(Arc::new(HttpMetrics::default()), edge))
-            .option_layer(cors(&settings.server.cors_origins))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                Duration::from_secs(settings.server.request_timeout_secs),
-            ))
-            .layer(RequestBodyLimitLayer::new(settings.server.max_body_bytes)),
-    )
+/// The whole application as one service: routes and docs behind the edge
+/// ([`edge::Edge`]), with CORS outside it when origins are configured (so
+/// preflights need no token).
+#[derive(Clone)]
+pub struct App(tower::util::Either<Cors<edge::Edge>, edge::Edge>);
+
+impl<B> tower::Service<axum::http::Request<B>> for App
+where
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = <tower::util::Either<Cors<edge::Edge>, edge::Edge> as tower::Service<axum::http::Request<B>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<axum::http::Request<B>>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        self.0.call(request)
+    }
 }
 
-/// The routes with none of the layers (no request id, metrics, problems
+/// Builds the application.
+///
+/// # Errors
+/// When a documented operation declares neither a scope nor `public`
+/// (see [`crate::auth::scoped`]): such a route must not be served.
+pub fn router(state: AppState, security: Arc<Security>) -> Result<App, edge::UndeclaredRoute> {
+    let state: Shared = Arc::new(state);
+    let settings = Arc::clone(&state.settings);
+    let (routes, doc) = openapi_router(settings.metrics.public).split_for_parts();
+    let table = edge::RouteTable::from_openapi(&doc)?;
+    let app = routes
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))
+        .with_state(state);
+    let edge = edge::Edge::new(
+        app,
+        edge::EdgeState {
+            routes: table,
+            security,
+            timeout: Duration::from_secs(settings.server.request_timeout_secs),
+            max_body_bytes: settings.server.max_body_bytes,
+        },
+    );
+    Ok(App(match cors(&settings.server.cors_origins) {
+        Some(cors) => tower::util::Either::Left(cors.layer(edge)),
+        None => tower::util::Either::Right(edge),
+    }))
+}
+
+/// The routes with none of the edge (no request id, metrics, problem
 /// rendering, authentication, rate limit or audit): every caller acts as an
-/// administrator. Only for measuring what the layers cost; never served.
+/// administrator. Only for measuring what the edge costs; never served.
 #[doc(hidden)]
-pub fn bare_router(state: AppState) -> Router {
+pub fn bare_router(state: AppState) -> axum::middleware::AddExtension<Router, Caller> {
     let state: Shared = Arc::new(state);
     let caller = Caller(OpenAccess::default().authenticate_any(), None);
-    routes_and_docs(&state).layer(axum::Extension(caller)).with_state(state)
+    let (routes, doc) = openapi_router(state.settings.metrics.public).split_for_parts();
+    let router = routes
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))
+        .with_state(state);
+    tower::Layer::layer(&axum::Extension(caller), router)
 }

@@ -151,10 +151,7 @@ async fn prometheus_metrics(State(state): State<Shared>) -> Response {
     let mut out = String::with_capacity(8 * 1024);
     render_host(&state, &mut out);
     render_service(&state, &mut out);
-    if let Some(handle) = crate::telemetry::prometheus() {
-        handle.run_upkeep();
-        out.push_str(&handle.render());
-    }
+    crate::telemetry::render_http(&mut out);
     let mut response = out.into_response();
     response
         .headers_mut()
