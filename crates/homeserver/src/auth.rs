@@ -226,7 +226,7 @@ impl Security {
         peer: Option<IpAddr>,
         need: Need,
         now: quanta::Instant,
-    ) -> Result<Caller, Refusal> {
+    ) -> Result<Caller, Box<Refusal>> {
         let who = self.authenticator.authenticate(parts);
         let key = |peer: Option<IpAddr>| peer.map_or(Key::Unknown, Key::Addr);
         let spent = match &who {
@@ -238,7 +238,10 @@ impl Security {
             _ => self.wait_time(self.requests.check_key(&key(peer))),
         };
         if let Some(wait) = spent {
-            return Err(Refusal { response: too_many(wait, "request rate limit reached; retry later"), caller: None });
+            return Err(Box::new(Refusal {
+                response: too_many(wait, "request rate limit reached; retry later"),
+                caller: None,
+            }));
         }
         let why = match (&who, need) {
             (_, Need::Public) => None,
@@ -247,7 +250,7 @@ impl Security {
                 let response =
                     ApiError::new(ErrorCode::Forbidden, format!("this route needs the `{}` scope", scope.as_str()))
                         .into_response();
-                return Err(Refusal { response, caller: Some(Caller(who, None)) });
+                return Err(Box::new(Refusal { response, caller: Some(Caller(who, None)) }));
             }
             (Err(AuthFailure::Malformed), _) => Some("the Authorization header must be `Bearer <token>`"),
             (Err(AuthFailure::Invalid), _) => Some("the token is invalid, expired or revoked"),
@@ -260,9 +263,12 @@ impl Security {
         // Failed authentication spends the address's failure budget first.
         if let Some(wait) = self.wait_time(self.failures.check_key(&key(peer))) {
             let response = too_many(wait, "too many failed authentication attempts; retry later");
-            return Err(Refusal { response, caller: None });
+            return Err(Box::new(Refusal { response, caller: None }));
         }
-        Err(Refusal { response: ApiError::new(ErrorCode::Unauthorized, why).into_response(), caller: Some(caller) })
+        Err(Box::new(Refusal {
+            response: ApiError::new(ErrorCode::Unauthorized, why).into_response(),
+            caller: Some(caller),
+        }))
     }
 }
 

@@ -131,10 +131,10 @@ impl RouteMetrics {
         });
     }
 
-    /// Sums of every thread's counters per method slot: statuses, buckets, sum.
-    fn totals(&self) -> Vec<(usize, BTreeMap<u16, u64>, Vec<u64>, u64)> {
+    /// Sums of every thread's counters, per method slot that counted.
+    fn totals(&self) -> Vec<SlotTotals> {
         let shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut out: Vec<(usize, BTreeMap<u16, u64>, Vec<u64>, u64)> = Vec::new();
+        let mut out = Vec::new();
         for slot in 0..SLOTS {
             let mut statuses = BTreeMap::new();
             let mut buckets = vec![0u64; BUCKETS_US.len() + 1];
@@ -157,11 +157,20 @@ impl RouteMetrics {
                 sum += c.sum_us.load(Ordering::Relaxed);
             }
             if any {
-                out.push((slot, statuses, buckets, sum));
+                out.push(SlotTotals { slot, statuses, buckets, sum_us: sum });
             }
         }
         out
     }
+}
+
+/// One method's counts of one route, summed over threads.
+struct SlotTotals {
+    slot: usize,
+    statuses: BTreeMap<u16, u64>,
+    /// Non-cumulative, `+Inf` last.
+    buckets: Vec<u64>,
+    sum_us: u64,
 }
 
 /// Every route's counters, process-wide (several applications in one
@@ -192,14 +201,13 @@ fn label(v: &str) -> String {
 pub fn render_http(out: &mut String) {
     let all: Vec<&'static RouteMetrics> =
         registry().lock().unwrap_or_else(PoisonError::into_inner).values().copied().collect();
-    let totals: Vec<(String, Vec<(usize, BTreeMap<u16, u64>, Vec<u64>, u64)>)> =
-        all.iter().map(|r| (label(&r.route), r.totals())).collect();
+    let totals: Vec<(String, Vec<SlotTotals>)> = all.iter().map(|r| (label(&r.route), r.totals())).collect();
     out.push_str("# HELP http_requests_total HTTP requests answered, by method, route template and status.\n");
     out.push_str("# TYPE http_requests_total counter\n");
     for (route, slots) in &totals {
-        for (slot, statuses, _, _) in slots {
-            let method = method_name(*slot);
-            for (status, n) in statuses {
+        for t in slots {
+            let method = method_name(t.slot);
+            for (status, n) in &t.statuses {
                 let _ = writeln!(
                     out,
                     "http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
@@ -210,10 +218,10 @@ pub fn render_http(out: &mut String) {
     out.push_str("# HELP http_request_duration_seconds Time to answer HTTP requests, by method and route template.\n");
     out.push_str("# TYPE http_request_duration_seconds histogram\n");
     for (route, slots) in &totals {
-        for (slot, _, buckets, sum_us) in slots {
-            let method = method_name(*slot);
+        for t in slots {
+            let method = method_name(t.slot);
             let mut cumulative = 0;
-            for (i, n) in buckets.iter().enumerate() {
+            for (i, n) in t.buckets.iter().enumerate() {
                 cumulative += n;
                 let le = BUCKETS_US.get(i).map_or_else(|| "+Inf".to_owned(), |us| (*us as f64 / 1e6).to_string());
                 let _ = writeln!(
@@ -221,7 +229,7 @@ pub fn render_http(out: &mut String) {
                     "http_request_duration_seconds_bucket{{method=\"{method}\",route=\"{route}\",le=\"{le}\"}} {cumulative}"
                 );
             }
-            let sum = *sum_us as f64 / 1e6;
+            let sum = t.sum_us as f64 / 1e6;
             let _ = writeln!(out, "http_request_duration_seconds_sum{{method=\"{method}\",route=\"{route}\"}} {sum}");
             let _ = writeln!(
                 out,
