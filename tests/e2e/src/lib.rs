@@ -196,6 +196,19 @@ pub fn homeserver_bin() -> PathBuf {
     bin
 }
 
+/// Reads a child's stderr to its end on a thread, so a chatty child (trace
+/// logging) never blocks on a full pipe; join the handle for the text.
+pub fn drain_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let stderr = child.stderr.take();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut stderr) = stderr {
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        }
+        text
+    })
+}
+
 /// A `homeserver` child process with its own environment.
 pub fn spawn_binary(args: &[&str], env: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(homeserver_bin());

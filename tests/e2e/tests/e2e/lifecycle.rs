@@ -43,7 +43,9 @@ pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str, child: &mut
         }
         if let Ok(Some(status)) = child.try_wait() {
             let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            if let Some(mut stderr) = child.stderr.take() {
+                stderr.read_to_string(&mut err).unwrap();
+            }
             panic!("homeserver exited early ({status}): {err}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

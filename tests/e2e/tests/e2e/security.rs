@@ -87,6 +87,8 @@ async fn tokens_never_reach_the_logs() {
     env.push(("HOMESERVER__LOGGING__FORMAT", "json".to_owned()));
     let token = cli_token(&env, "logs", "read");
     let mut child = spawn_binary(&["serve"], &env);
+    // Trace logging fills a pipe fast: read it while the server runs.
+    let stderr = e2e::drain_stderr(&mut child);
     let base = format!("http://127.0.0.1:{port}");
     let client = bearer(&token);
     wait_ready(&client, &base, &mut child).await;
@@ -104,8 +106,7 @@ async fn tokens_never_reach_the_logs() {
     let body = r.text().await.unwrap();
     assert!(!body.contains(&wrong[3..]), "error bodies never echo a token");
     assert!(sigterm_and_wait(&mut child).success());
-    let mut log = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    let log = stderr.join().unwrap();
     assert!(log.contains("request"), "trace logging was on: {log}");
     for secret in [&token[3..], &wrong[3..]] {
         assert!(!log.contains(secret), "a token reached the log");
