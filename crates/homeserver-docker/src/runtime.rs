@@ -38,6 +38,9 @@ const BOLLARD_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// output closed.
 const EXEC_EXIT_WAIT: Duration = Duration::from_secs(2);
 
+/// Longest a ping may take, connecting included (see `ping`).
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// CPU samples older than this are not used for a delta.
 const CPU_SAMPLE_MAX_AGE: Duration = Duration::from_secs(120);
 
@@ -538,9 +541,19 @@ impl ContainerRuntime for DockerRuntime {
         RuntimeKind::Docker
     }
 
+    /// Answers within [`PING_TIMEOUT`] (connecting included), whatever the
+    /// call timeout: a daemon that cannot answer a ping that fast is
+    /// unavailable for the caller's purposes.
     #[instrument(skip_all, fields(runtime = "docker"))]
     async fn ping(&self) -> Result<(), RuntimeError> {
-        self.call("ping", "", CallKind::Daemon, Duration::ZERO, |d| async move { d.ping().await }).await.map(drop)
+        let limit = PING_TIMEOUT.min(self.inner.options.timeout);
+        let ping = self.call("ping", "", CallKind::Daemon, Duration::ZERO, |d| async move { d.ping().await });
+        match tokio::time::timeout(limit, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RuntimeError::Timeout(what))) => Err(unavailable(what)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(unavailable(format!("ping: no answer within {limit:?}"))),
+        }
     }
 
     #[instrument(skip_all, fields(runtime = "docker"))]
@@ -877,6 +890,29 @@ mod tests {
         assert!(matches!(read_cgroup(&reader, &dir, &target).await, Err(CgroupError::Parse { .. })));
         let gone = Target { pid: 78, ..target };
         assert!(matches!(read_cgroup(&reader, &dir, &gone).await, Err(CgroupError::Gone { pid: 78 })));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_accepts_but_never_answers_fails_its_ping_quickly() {
+        // A socket that accepts connections and then says nothing (a hung daemon).
+        let dir = std::env::temp_dir().join(format!("hs-docker-hung-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("docker.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let hold = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                open.push(conn);
+            }
+        });
+        let rt = DockerRuntime::connect(DockerOptions { socket: path.clone(), timeout: Duration::from_secs(1) });
+        let t = Instant::now();
+        let result = rt.ping().await;
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(matches!(result, Err(RuntimeError::Unavailable { .. })), "{result:?}");
+        hold.abort();
         std::fs::remove_dir_all(dir).unwrap();
     }
 
