@@ -163,6 +163,9 @@ struct ListState {
     epoch: u64,
     /// The last list read while watched, with the epoch it was read in and when.
     cached: Option<(u64, UnixMillis, Arc<Vec<RuntimeContainer>>)>,
+    /// Why the last full list could not read this runtime (logged once
+    /// per distinct reason, not every sampling interval).
+    failing: Option<String>,
 }
 
 /// The container use cases.
@@ -325,17 +328,26 @@ impl ContainerService {
     pub async fn list(&self) -> Result<Vec<ContainerView>, ContainerError> {
         let mut all = Vec::new();
         let mut down = Vec::new();
-        for kind in self.runtimes.keys() {
-            match self.reconcile(*kind).await {
-                Ok(views) => all.extend(views),
-                Err(e @ ContainerError::Repository(_)) => return Err(e),
-                Err(ContainerError::RuntimeUnavailable(k)) => {
-                    tracing::debug!(runtime = %k, "runtime unavailable; its containers are listed as unknown");
-                    down.push(k);
+        for kind in self.runtimes.keys().copied() {
+            match self.reconcile(kind).await {
+                Ok(views) => {
+                    all.extend(views);
+                    if self.with_list(kind, |l| l.failing.take()).is_some() {
+                        tracing::info!(runtime = %kind, "runtime readable again");
+                    }
                 }
+                Err(e @ ContainerError::Repository(_)) => return Err(e),
                 Err(e) => {
-                    tracing::warn!(runtime = %kind, error = %e, "cannot list a runtime; its containers are listed as unknown");
-                    down.push(*kind);
+                    let why = e.to_string();
+                    let changed = self.with_list(kind, |l| {
+                        let changed = l.failing.as_deref() != Some(why.as_str());
+                        l.failing = Some(why.clone());
+                        changed
+                    });
+                    if changed {
+                        tracing::warn!(runtime = %kind, error = %why, "cannot list a runtime; its containers are listed as unknown");
+                    }
+                    down.push(kind);
                 }
             }
         }
@@ -1100,6 +1112,32 @@ mod tests {
         repo.expect_list().returning(|| Err(RepositoryError::internal("disk I/O error")));
         let svc = svc_over(runtime_with(vec![]), repo);
         assert!(matches!(svc.list().await, Err(ContainerError::Repository(_))));
+    }
+
+    #[tokio::test]
+    async fn a_failing_runtime_is_remembered_once_per_reason_and_forgotten_when_it_reads_again() {
+        let mut rt = MockContainerRuntime::new();
+        rt.expect_kind().return_const(RuntimeKind::Docker);
+        let mut calls = 0;
+        rt.expect_list().returning(move || {
+            calls += 1;
+            if calls <= 2 {
+                Err(down(RuntimeKind::Docker))
+            } else {
+                Ok(vec![live("d1", "web", ContainerState::Running)])
+            }
+        });
+        let mut repo = MockContainerRepository::new();
+        repo.expect_list().returning(|| Ok(vec![record("a", "d1", "web")]));
+        let svc = svc_over(rt, repo);
+        let failing = |svc: &ContainerService| svc.with_list(RuntimeKind::Docker, |l| l.failing.clone());
+        svc.list().await.unwrap();
+        assert_eq!(failing(&svc).as_deref(), Some("the docker runtime is unavailable"));
+        svc.list().await.unwrap();
+        assert!(failing(&svc).is_some(), "still failing, same reason: nothing new to log");
+        let views = svc.list().await.unwrap();
+        assert_eq!((views[0].record.id.as_str(), views[0].state), ("a", ContainerState::Running), "same id after");
+        assert_eq!(failing(&svc), None);
     }
 
     #[tokio::test]
