@@ -54,6 +54,10 @@ struct Args {
     /// The homeserver binary (default: `homeserver` beside this one).
     #[arg(long)]
     bin: Option<PathBuf>,
+    /// Another homeserver build to meter in the same cost rounds
+    /// (interleaved), e.g. the one before a change.
+    #[arg(long)]
+    compare_bin: Option<PathBuf>,
     /// The Docker CLI.
     #[arg(long, default_value = "/usr/bin/docker")]
     docker: PathBuf,
@@ -317,6 +321,11 @@ impl Bench {
     /// Starts homeserver (the admin token is made on the first call) and
     /// waits until it is ready with Docker's event stream connected.
     async fn start_server(&mut self, lxc: bool) -> Result<Server> {
+        let bin = self.bin.clone();
+        self.start_server_from(&bin, lxc).await
+    }
+
+    async fn start_server_from(&mut self, bin: &std::path::Path, lxc: bool) -> Result<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         if self.token.is_none() {
             let mut cmd = Command::new(&self.bin);
@@ -330,7 +339,7 @@ impl Bench {
             self.token = Some(text.lines().last().context("no token printed")?.trim().to_owned());
         }
         let token = self.token.clone().unwrap_or_default();
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = Command::new(bin);
         cmd.arg("serve").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()).kill_on_drop(true);
         self.env(&mut cmd, port, lxc);
         let child = cmd.spawn().context("starting homeserver")?;
@@ -485,9 +494,21 @@ impl Bench {
         let mut loads = Vec::new();
         let mut seen_ok = true;
         let mut cli_lines_per_sec = Vec::new();
+        let mut other = Vec::new();
+        let compare = self.args.compare_bin.clone();
+        let kinds = if compare.is_some() { 4 } else { 3 };
         for round in 0..self.args.rounds {
-            for step in 0..3 {
-                match (round + step) % 3 {
+            for step in 0..kinds {
+                match (round + step) % kinds {
+                    3 => {
+                        let bin = compare.clone().context("compare bin")?;
+                        log(format!("round {round}: homeserver {}, settle + {secs} s", bin.display()));
+                        let server = self.start_server_from(&bin, true).await?;
+                        tokio::time::sleep(Duration::from_secs(self.args.settle_secs)).await;
+                        let c = self.meter(Some(server.pid), true, secs).await?;
+                        server.stop().await?;
+                        other.push(c);
+                    }
                     0 => {
                         log(format!("round {round}: engines alone, {secs} s"));
                         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -589,6 +610,10 @@ impl Bench {
         self.out(ours_row);
         let cli_row = row("`docker stats` (streaming)", &cli);
         self.out(cli_row);
+        if let Some(bin) = &compare {
+            let other_row = row(&format!("homeserver `{}`", bin.display()), &other);
+            self.out(other_row);
+        }
         let ours_sd = med(&ours, Cost::subject_and_dockerd);
         let cli_sd = med(&cli, Cost::subject_and_dockerd);
         let idle_d = med(&idle, |c| c.dockerd);
