@@ -92,6 +92,33 @@ pub fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(read_stat(pid)?.1)
 }
 
+/// CPU time of `pid`'s children that exited and were waited for
+/// (`cutime + cstime`), in clock ticks: the cost of short-lived helper
+/// processes (`lxc-ls`, ...) that [`cpu_ticks`] does not see.
+pub fn reaped_children_ticks(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let (_, after) = text.rsplit_once(')').with_context(|| format!("malformed {path}"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64> {
+        fields
+            .get(n - 3)
+            .with_context(|| format!("{path}: no field {n}"))?
+            .parse::<u64>()
+            .with_context(|| format!("{path}: field {n} is not a number"))
+    };
+    Ok(field(16)? + field(17)?)
+}
+
+/// Pids of the processes whose `comm` (the kernel's 15-character name)
+/// starts with `prefix`.
+pub fn pids_named(prefix: &str) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end().starts_with(prefix)))
+        .collect()
+}
+
 /// Memory figures of one process, in KiB.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MemKib {
@@ -383,6 +410,8 @@ mod tests {
     fn meters_this_process() {
         let me = std::process::id();
         assert!(cpu_ticks(me).is_ok());
+        assert!(reaped_children_ticks(me).is_ok());
+        assert!(pids_named("").contains(&me));
         let mem = mem_kib(me).unwrap();
         assert!(mem.rss > 0 && mem.hwm >= mem.rss);
         assert!(process_tree(me).unwrap().contains(&me));

@@ -146,15 +146,29 @@ impl CgroupReader {
     ///
     /// A missing file is not an error: that figure is 0 or `None`.
     pub fn read_pid(&self, pid: u32) -> Result<CgroupSample, CgroupError> {
+        self.read(pid, None)
+    }
+
+    /// [`read_pid`](Self::read_pid), for a pid some engine reported as a
+    /// container's: its `/proc/<pid>/cgroup` must name `mark` (the
+    /// container's id), else [`CgroupError::Parse`]. In another pid
+    /// namespace, or after the pid was reused, the pid could name an
+    /// unrelated process whose figures must not pass for the container's.
+    /// The check costs nothing extra: that file is read anyway.
+    pub fn read_pid_in(&self, pid: u32, mark: &str) -> Result<CgroupSample, CgroupError> {
+        self.read(pid, Some(mark))
+    }
+
+    fn read(&self, pid: u32, mark: Option<&str>) -> Result<CgroupSample, CgroupError> {
         match self.scratch.try_lock() {
-            Ok(mut scratch) => self.read_with(pid, &mut scratch),
+            Ok(mut scratch) => self.read_with(pid, mark, &mut scratch),
             // The buffers hold no invariant worth losing a read over.
-            Err(TryLockError::Poisoned(poisoned)) => self.read_with(pid, &mut poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) => self.read_with(pid, &mut Scratch::default()),
+            Err(TryLockError::Poisoned(poisoned)) => self.read_with(pid, mark, &mut poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => self.read_with(pid, mark, &mut Scratch::default()),
         }
     }
 
-    fn read_with(&self, pid: u32, scratch: &mut Scratch) -> Result<CgroupSample, CgroupError> {
+    fn read_with(&self, pid: u32, mark: Option<&str>, scratch: &mut Scratch) -> Result<CgroupSample, CgroupError> {
         let Scratch { membership, text, path, pid: pid_text } = scratch;
         pid_text.clear();
         // Writing to a String cannot fail.
@@ -170,6 +184,12 @@ impl CgroupReader {
         };
         if cgroups.trim().is_empty() {
             return Err(gone);
+        }
+        if mark.is_some_and(|m| m.is_empty() || !cgroups.contains(m)) {
+            return Err(CgroupError::parse(
+                files.path,
+                "the process is not in the container's cgroup (another pid namespace, or a reused pid?)",
+            ));
         }
         let m = resolve(parse::proc_cgroup(cgroups)).map_err(|what| CgroupError::parse(files.path, what))?;
 

@@ -330,3 +330,22 @@ fn cpu_percent_from_two_fixture_readings() {
     let pct = meter.update(reader.read_pid(c.pid).unwrap().cpu_usage_ns, t0 + Duration::from_secs(1));
     assert!((pct - 150.0).abs() < 1e-9, "{pct}");
 }
+
+#[test]
+fn a_pid_read_for_a_container_must_be_in_that_containers_cgroup() {
+    let dir = tempfile::tempdir().unwrap();
+    let containers = [Container::docker_v2(0), Container::lxc(1, "web")];
+    let reader = reader(v2_host(dir.path(), &containers));
+    let docker = &containers[0];
+    let id = docker.proc_cgroup.rsplit('/').next().unwrap().trim_start_matches("docker-").trim_end_matches(".scope");
+    assert_eq!(reader.read_pid_in(docker.pid, id).unwrap(), docker.expected(), "{}", docker.proc_cgroup);
+    assert_eq!(reader.read_pid_in(containers[1].pid, "lxc.payload.web").unwrap(), containers[1].expected());
+    // The lxc container's pid is not the docker container's: refused, not read.
+    for (pid, mark) in [(containers[1].pid, id), (docker.pid, "")] {
+        match reader.read_pid_in(pid, mark) {
+            Err(CgroupError::Parse { what, .. }) => assert!(what.contains("not in the container's cgroup"), "{what}"),
+            other => panic!("expected Parse, got {other:?}"),
+        }
+    }
+    assert!(matches!(reader.read_pid_in(4242, id), Err(CgroupError::Gone { pid: 4242 })));
+}

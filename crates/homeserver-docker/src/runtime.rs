@@ -1,7 +1,7 @@
 //! [`DockerRuntime`]: the [`ContainerRuntime`] port over the Docker Engine API.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,9 @@ const BOLLARD_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long `exec` waits for Docker to record the exit code after the
 /// output closed.
 const EXEC_EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest a ping may take, connecting included (see `ping`).
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// CPU samples older than this are not used for a delta.
 const CPU_SAMPLE_MAX_AGE: Duration = Duration::from_secs(120);
@@ -357,7 +360,7 @@ impl DockerRuntime {
         reader: &Arc<CgroupReader>,
         target: &Target,
     ) -> Result<ContainerStats, CgroupError> {
-        let mut sample = read_cgroup(reader, &self.inner.proc_root, target).await?;
+        let mut sample = read_cgroup(reader, target).await?;
         let mut at = Instant::now();
         let first =
             self.inner.meters.lock().unwrap_or_else(PoisonError::into_inner).is_new(&target.full_id, target.pid);
@@ -370,7 +373,7 @@ impl DockerRuntime {
         if first {
             // No baseline yet: a second reading shortly after gives a real figure.
             tokio::time::sleep(CPU_FIRST_GAP).await;
-            sample = read_cgroup(reader, &self.inner.proc_root, target).await?;
+            sample = read_cgroup(reader, target).await?;
             at = Instant::now();
             cpu = self.inner.meters.lock().unwrap_or_else(PoisonError::into_inner).update(
                 &target.full_id,
@@ -499,37 +502,22 @@ impl LogFollower for DockerLogFollower {
     }
 }
 
-/// `read_pid` off the async threads, after checking that the pid Docker
-/// gave is really in the container's cgroup: in another pid namespace (or
-/// after pid reuse) it could name an unrelated process, whose figures must
-/// not pass for the container's.
-async fn read_cgroup(
-    reader: &Arc<CgroupReader>,
-    proc_root: &Path,
-    target: &Target,
-) -> Result<CgroupSample, CgroupError> {
+/// `read_pid_in` off the async threads: the pid Docker gave must be in the
+/// container's cgroup (in another pid namespace, or after pid reuse, it
+/// could name an unrelated process, whose figures must not pass for the
+/// container's).
+async fn read_cgroup(reader: &Arc<CgroupReader>, target: &Target) -> Result<CgroupSample, CgroupError> {
     let reader = Arc::clone(reader);
-    let membership = proc_root.join(target.pid.to_string()).join("cgroup");
     let (pid, full_id) = (target.pid, target.full_id.clone());
-    tokio::task::spawn_blocking(move || {
-        match std::fs::read_to_string(&membership) {
-            Ok(text) if full_id.len() >= 12 && text.contains(&full_id) => {}
-            Ok(_) => {
-                return Err(CgroupError::Parse {
-                    path: membership,
-                    what: "the pid Docker reported is not in the container's cgroup (other pid namespace?)",
-                });
-            }
-            // ENOENT: no such process; ESRCH: it exited while we read.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(3) => {
-                return Err(CgroupError::Gone { pid });
-            }
-            Err(e) => return Err(CgroupError::Io { path: membership, source: e }),
-        }
-        reader.read_pid(pid)
-    })
-    .await
-    .unwrap_or_else(|e| Err(CgroupError::Io { path: PathBuf::from("/proc"), source: std::io::Error::other(e) }))
+    if full_id.len() < 12 {
+        return Err(CgroupError::Parse {
+            path: PathBuf::from("/proc"),
+            what: "no full container id to check the pid against",
+        });
+    }
+    tokio::task::spawn_blocking(move || reader.read_pid_in(pid, &full_id))
+        .await
+        .unwrap_or_else(|e| Err(CgroupError::Io { path: PathBuf::from("/proc"), source: std::io::Error::other(e) }))
 }
 
 #[async_trait]
@@ -538,9 +526,19 @@ impl ContainerRuntime for DockerRuntime {
         RuntimeKind::Docker
     }
 
+    /// Answers within [`PING_TIMEOUT`] (connecting included), whatever the
+    /// call timeout: a daemon that cannot answer a ping that fast is
+    /// unavailable for the caller's purposes.
     #[instrument(skip_all, fields(runtime = "docker"))]
     async fn ping(&self) -> Result<(), RuntimeError> {
-        self.call("ping", "", CallKind::Daemon, Duration::ZERO, |d| async move { d.ping().await }).await.map(drop)
+        let limit = PING_TIMEOUT.min(self.inner.options.timeout);
+        let ping = self.call("ping", "", CallKind::Daemon, Duration::ZERO, |d| async move { d.ping().await });
+        match tokio::time::timeout(limit, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RuntimeError::Timeout(what))) => Err(unavailable(what)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(unavailable(format!("ping: no answer within {limit:?}"))),
+        }
     }
 
     #[instrument(skip_all, fields(runtime = "docker"))]
@@ -862,11 +860,12 @@ mod tests {
 
     #[tokio::test]
     async fn cgroup_reads_refuse_a_pid_outside_the_container() {
-        let Ok(reader) = CgroupReader::new(CgroupRoots::default()) else { return };
-        let reader = Arc::new(reader);
         let dir = std::env::temp_dir().join(format!("hs-docker-pidns-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("77")).unwrap();
         std::fs::write(dir.join("77/cgroup"), "12:memory:/user.slice\n").unwrap();
+        let roots = CgroupRoots { proc_root: dir.clone(), ..CgroupRoots::default() };
+        let Ok(reader) = CgroupReader::new(roots) else { return };
+        let reader = Arc::new(reader);
         let target = Target {
             full_id: "0123456789abcdef0123456789abcdef".into(),
             pid: 77,
@@ -874,9 +873,32 @@ mod tests {
             memory_limit: None,
             at: Instant::now(),
         };
-        assert!(matches!(read_cgroup(&reader, &dir, &target).await, Err(CgroupError::Parse { .. })));
+        assert!(matches!(read_cgroup(&reader, &target).await, Err(CgroupError::Parse { .. })));
         let gone = Target { pid: 78, ..target };
-        assert!(matches!(read_cgroup(&reader, &dir, &gone).await, Err(CgroupError::Gone { pid: 78 })));
+        assert!(matches!(read_cgroup(&reader, &gone).await, Err(CgroupError::Gone { pid: 78 })));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_accepts_but_never_answers_fails_its_ping_quickly() {
+        // A socket that accepts connections and then says nothing (a hung daemon).
+        let dir = std::env::temp_dir().join(format!("hs-docker-hung-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("docker.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let hold = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                open.push(conn);
+            }
+        });
+        let rt = DockerRuntime::connect(DockerOptions { socket: path.clone(), timeout: Duration::from_secs(1) });
+        let t = Instant::now();
+        let result = rt.ping().await;
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(matches!(result, Err(RuntimeError::Unavailable { .. })), "{result:?}");
+        hold.abort();
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -10,6 +10,18 @@
 //! itself acts on the runtime, the stream drops, or [`LIST_MAX_AGE_MS`]
 //! passes. Records are always read from the repository. Single containers
 //! (`get`, actions, stats) are always inspected live.
+//!
+//! ## When a runtime is down
+//! Every use case about one runtime's containers fails with
+//! [`ContainerError::RuntimeUnavailable`] when that runtime does not answer.
+//! Those that only queue an operation ([`ContainerService::validate`],
+//! [`ContainerService::check_act`], [`ContainerService::check_delete`] with
+//! `force`) and [`ContainerService::update`] ping the runtime first, so the
+//! caller hears it before anything is queued or changed. The whole list
+//! ([`ContainerService::list`]) never fails for one runtime: a runtime that
+//! cannot be read shows its known containers as `unknown` and the others
+//! carry on; [`ContainerService::list_in`] of that one runtime fails. Records
+//! are never forgotten because a runtime could not be read.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -151,6 +163,9 @@ struct ListState {
     epoch: u64,
     /// The last list read while watched, with the epoch it was read in and when.
     cached: Option<(u64, UnixMillis, Arc<Vec<RuntimeContainer>>)>,
+    /// Why the last full list could not read this runtime (logged once
+    /// per distinct reason, not every sampling interval).
+    failing: Option<String>,
 }
 
 /// The container use cases.
@@ -306,16 +321,34 @@ impl ContainerService {
         Ok(views)
     }
 
-    /// Every container of every runtime; a runtime that is down shows its
-    /// known containers with state `unknown`.
+    /// Every container of every runtime. A runtime that cannot be read
+    /// (down, or failing) shows its known containers with state `unknown`;
+    /// the others carry on. Only the store failing fails the list.
+    #[tracing::instrument(name = "containers.list", skip(self))]
     pub async fn list(&self) -> Result<Vec<ContainerView>, ContainerError> {
         let mut all = Vec::new();
         let mut down = Vec::new();
-        for kind in self.runtimes.keys() {
-            match self.reconcile(*kind).await {
-                Ok(views) => all.extend(views),
-                Err(ContainerError::RuntimeUnavailable(k)) => down.push(k),
-                Err(e) => return Err(e),
+        for kind in self.runtimes.keys().copied() {
+            match self.reconcile(kind).await {
+                Ok(views) => {
+                    all.extend(views);
+                    if self.with_list(kind, |l| l.failing.take()).is_some() {
+                        tracing::info!(runtime = %kind, "runtime readable again");
+                    }
+                }
+                Err(e @ ContainerError::Repository(_)) => return Err(e),
+                Err(e) => {
+                    let why = e.to_string();
+                    let changed = self.with_list(kind, |l| {
+                        let changed = l.failing.as_deref() != Some(why.as_str());
+                        l.failing = Some(why.clone());
+                        changed
+                    });
+                    if changed {
+                        tracing::warn!(runtime = %kind, error = %why, "cannot list a runtime; its containers are listed as unknown");
+                    }
+                    down.push(kind);
+                }
             }
         }
         if !down.is_empty() {
@@ -326,6 +359,28 @@ impl ContainerService {
             }
         }
         Ok(all)
+    }
+
+    /// The containers of one runtime (`Some`), failing when that runtime
+    /// is down or not configured; or of every runtime (`None`, see
+    /// [`Self::list`]).
+    pub async fn list_in(&self, runtime: Option<RuntimeKind>) -> Result<Vec<ContainerView>, ContainerError> {
+        match runtime {
+            None => self.list().await,
+            Some(kind) => self.reconcile(kind).await,
+        }
+    }
+
+    /// The runtime of `kind` answers; `RuntimeUnavailable` when it is not
+    /// configured or does not answer its ping (whatever the reason).
+    pub async fn ensure_available(&self, kind: RuntimeKind) -> Result<(), ContainerError> {
+        match self.runtime(kind)?.ping().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::info!(runtime = %kind, error = %e, "runtime unavailable");
+                Err(ContainerError::RuntimeUnavailable(kind))
+            }
+        }
     }
 
     /// The record of `id`.
@@ -365,7 +420,7 @@ impl ContainerService {
         if taken {
             return Err(ContainerError::NameTaken(request.name.to_string()));
         }
-        Ok(())
+        self.ensure_available(request.runtime).await
     }
 
     /// Creates (and maybe starts) a container; its record.
@@ -445,10 +500,21 @@ impl ContainerService {
         Ok(done?)
     }
 
-    /// Checks a delete may go ahead (`Running` without `force`).
+    /// Checks an action may be queued: the container exists and its
+    /// runtime answers. The action's own state checks stay the engine's.
+    pub async fn check_act(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
+        let record = self.record(id).await?;
+        self.ensure_available(record.runtime).await?;
+        Ok(record)
+    }
+
+    /// Checks a delete may go ahead: its runtime answers, and without
+    /// `force` the container is not running (`Running`).
     pub async fn check_delete(&self, id: &str, force: bool) -> Result<ContainerRecord, ContainerError> {
         let record = self.record(id).await?;
-        if !force {
+        if force {
+            self.ensure_available(record.runtime).await?;
+        } else {
             let live = self.live(&record).await?;
             if !live.state.can_remove() {
                 return Err(ContainerError::Running);
@@ -510,6 +576,8 @@ impl ContainerService {
         if !errors.is_empty() {
             return Err(ContainerError::Invalid(errors));
         }
+        // Nothing changes, not even the record's labels, while the runtime is down.
+        self.ensure_available(record.runtime).await?;
         if !patch.is_empty() {
             let updated = runtime.update(&record.runtime_id, patch).await;
             self.invalidate(record.runtime);
@@ -675,7 +743,9 @@ mod tests {
     async fn validation_refuses_bad_configs_taken_names_and_missing_runtimes() {
         let mut repo = MockContainerRepository::new();
         repo.expect_list().returning(|| Ok(vec![record("a", "d1", "web")]));
-        let svc = ContainerService::new(vec![Arc::new(runtime_with(vec![]))], Arc::new(repo), clock(), ids(), 2);
+        let mut rt = runtime_with(vec![]);
+        rt.expect_ping().returning(|| Ok(()));
+        let svc = ContainerService::new(vec![Arc::new(rt)], Arc::new(repo), clock(), ids(), 2);
         let mut req = NewContainer {
             runtime: RuntimeKind::Docker,
             name: ContainerName::parse("web").unwrap(),
@@ -701,6 +771,7 @@ mod tests {
     async fn deleting_a_running_container_needs_force_and_exec_needs_running() {
         let mut rt = runtime_with(vec![]);
         rt.expect_inspect().returning(|_| Ok(live("d1", "web", ContainerState::Running)));
+        rt.expect_ping().returning(|| Ok(()));
         let mut repo = MockContainerRepository::new();
         repo.expect_get().returning(|_| Ok(Some(record("a", "d1", "web"))));
         let svc = ContainerService::new(vec![Arc::new(rt)], Arc::new(repo), clock(), ids(), 2);
@@ -871,6 +942,7 @@ mod tests {
     async fn update_applies_through_the_runtime_then_keeps_the_new_config() {
         let mut rt = runtime_with(vec![]);
         rt.expect_check_update().returning(|_| vec![]);
+        rt.expect_ping().returning(|| Ok(()));
         rt.expect_update()
             .withf(|id, p| id == "d1" && p.memory_limit_bytes == Some(Some(128 << 20)))
             .times(1)
@@ -900,6 +972,8 @@ mod tests {
     async fn an_unknown_runtime_failure_of_update_is_reported() {
         let mut rt = runtime_with(vec![]);
         rt.expect_check_update().returning(|_| vec![]);
+        // The ping answers, then the engine goes away before the update.
+        rt.expect_ping().returning(|| Ok(()));
         rt.expect_update()
             .returning(|_, _| Err(RuntimeError::Unavailable { runtime: RuntimeKind::Docker, reason: "down".into() }));
         let mut repo = MockContainerRepository::new();
@@ -909,5 +983,173 @@ mod tests {
         let patch = ConfigPatch { pids_limit: Some(Some(10)), ..Default::default() };
         assert!(matches!(svc.update("zz", &patch).await, Err(ContainerError::NotFound)));
         assert!(matches!(svc.update("a", &patch).await, Err(ContainerError::RuntimeUnavailable(RuntimeKind::Docker))));
+    }
+
+    fn down(kind: RuntimeKind) -> RuntimeError {
+        RuntimeError::Unavailable { runtime: kind, reason: "socket /var/run/docker.sock not found".into() }
+    }
+
+    /// A runtime of `kind` whose every call would fail as unavailable;
+    /// nothing but `kind`, `ping` and `list` may be called.
+    fn dead(kind: RuntimeKind) -> MockContainerRuntime {
+        let mut rt = MockContainerRuntime::new();
+        rt.expect_kind().return_const(kind);
+        rt.expect_ping().returning(move || Err(down(kind)));
+        rt.expect_list().returning(move || Err(down(kind)));
+        rt.expect_check_update().returning(|_| vec![]);
+        rt.expect_create().never();
+        rt.expect_start().never();
+        rt.expect_stop().never();
+        rt.expect_remove().never();
+        rt.expect_update().never();
+        rt
+    }
+
+    fn lxc_record(id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord { runtime: RuntimeKind::Lxc, template: Some("busybox".into()), ..record(id, name, name) }
+    }
+
+    #[tokio::test]
+    async fn a_runtime_that_does_not_answer_refuses_work_before_anything_is_queued_or_changed() {
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|_| Ok(Some(record("a", "d1", "web"))));
+        repo.expect_list().returning(|| Ok(vec![record("a", "d1", "web")]));
+        repo.expect_update().never();
+        repo.expect_insert().never();
+        repo.expect_delete().never();
+        let svc = svc_over(dead(RuntimeKind::Docker), repo);
+        fn unavailable<T>(r: Result<T, ContainerError>) -> bool {
+            matches!(r, Err(ContainerError::RuntimeUnavailable(RuntimeKind::Docker)))
+        }
+        let req = NewContainer {
+            runtime: RuntimeKind::Docker,
+            name: ContainerName::parse("api").unwrap(),
+            source: "img".into(),
+            template_options: vec![],
+            profiles: vec![],
+            config: ContainerConfig::default(),
+            start: true,
+        };
+        assert!(unavailable(svc.validate(&req).await), "create");
+        assert!(unavailable(svc.check_act("a").await), "actions");
+        assert!(unavailable(svc.check_delete("a", true).await), "forced delete");
+        let patch = ConfigPatch { labels: Some(BTreeMap::new()), ..Default::default() };
+        assert!(unavailable(svc.update("a", &patch).await), "update, labels included");
+        // The code every operation failure and 503 carries.
+        assert_eq!(ContainerError::RuntimeUnavailable(RuntimeKind::Docker).code(), "RUNTIME_UNAVAILABLE");
+        // Invalid input is still 422 first, and an unknown id still 404.
+        let mut bad = req.clone();
+        bad.config.memory_limit_bytes = Some(1);
+        assert!(matches!(svc.validate(&bad).await, Err(ContainerError::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn a_ping_that_times_out_or_fails_otherwise_is_unavailable_too() {
+        let mut rt = MockContainerRuntime::new();
+        rt.expect_kind().return_const(RuntimeKind::Lxc);
+        let mut calls = 0;
+        rt.expect_ping().returning(move || {
+            calls += 1;
+            if calls == 1 {
+                Err(RuntimeError::Timeout("`lxc-ls --version` did not finish".into()))
+            } else {
+                Err(RuntimeError::Internal("lxc-ls exited with 1".into()))
+            }
+        });
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|_| Ok(Some(lxc_record("x", "box"))));
+        let svc = svc_over(rt, repo);
+        for _ in 0..2 {
+            assert!(matches!(svc.check_act("x").await, Err(ContainerError::RuntimeUnavailable(RuntimeKind::Lxc))));
+        }
+    }
+
+    #[tokio::test]
+    async fn one_runtime_down_leaves_the_other_listed_and_forgets_no_record() {
+        let mut lxc = MockContainerRuntime::new();
+        lxc.expect_kind().return_const(RuntimeKind::Lxc);
+        lxc.expect_list()
+            .returning(|| Ok(vec![RuntimeContainer { image: None, ..live("box", "box", ContainerState::Running) }]));
+        let mut repo = MockContainerRepository::new();
+        repo.expect_list().returning(|| Ok(vec![record("a", "d1", "web"), lxc_record("b", "box")]));
+        repo.expect_delete().never();
+        repo.expect_insert().never();
+        let svc = ContainerService::new(
+            vec![Arc::new(dead(RuntimeKind::Docker)), Arc::new(lxc)],
+            Arc::new(repo),
+            clock(),
+            ids(),
+            2,
+        );
+        let mut all = svc.list().await.unwrap();
+        all.sort_by(|x, y| x.record.id.cmp(&y.record.id));
+        let states: Vec<_> = all.iter().map(|v| (v.record.id.as_str(), v.state)).collect();
+        assert_eq!(states, [("a", ContainerState::Unknown), ("b", ContainerState::Running)]);
+        assert!(matches!(
+            svc.list_in(Some(RuntimeKind::Docker)).await,
+            Err(ContainerError::RuntimeUnavailable(RuntimeKind::Docker))
+        ));
+        let lxc_only = svc.list_in(Some(RuntimeKind::Lxc)).await.unwrap();
+        assert_eq!(lxc_only.len(), 1);
+        assert_eq!(lxc_only[0].record.id, "b");
+        assert_eq!(svc.list_in(None).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_runtime_failing_otherwise_does_not_fail_the_whole_list() {
+        let mut rt = MockContainerRuntime::new();
+        rt.expect_kind().return_const(RuntimeKind::Docker);
+        rt.expect_list().returning(|| Err(RuntimeError::Rejected("500 Internal Server Error".into())));
+        let mut repo = MockContainerRepository::new();
+        repo.expect_list().returning(|| Ok(vec![record("a", "d1", "web")]));
+        repo.expect_delete().never();
+        let svc = svc_over(rt, repo);
+        let all = svc.list().await.unwrap();
+        assert_eq!((all.len(), all[0].state), (1, ContainerState::Unknown));
+        assert!(matches!(svc.list_in(Some(RuntimeKind::Docker)).await, Err(ContainerError::Runtime(_))));
+        // The store failing still fails the list.
+        let mut repo = MockContainerRepository::new();
+        repo.expect_list().returning(|| Err(RepositoryError::internal("disk I/O error")));
+        let svc = svc_over(runtime_with(vec![]), repo);
+        assert!(matches!(svc.list().await, Err(ContainerError::Repository(_))));
+    }
+
+    #[tokio::test]
+    async fn a_failing_runtime_is_remembered_once_per_reason_and_forgotten_when_it_reads_again() {
+        let mut rt = MockContainerRuntime::new();
+        rt.expect_kind().return_const(RuntimeKind::Docker);
+        let mut calls = 0;
+        rt.expect_list().returning(move || {
+            calls += 1;
+            if calls <= 2 {
+                Err(down(RuntimeKind::Docker))
+            } else {
+                Ok(vec![live("d1", "web", ContainerState::Running)])
+            }
+        });
+        let mut repo = MockContainerRepository::new();
+        repo.expect_list().returning(|| Ok(vec![record("a", "d1", "web")]));
+        let svc = svc_over(rt, repo);
+        let failing = |svc: &ContainerService| svc.with_list(RuntimeKind::Docker, |l| l.failing.clone());
+        svc.list().await.unwrap();
+        assert_eq!(failing(&svc).as_deref(), Some("the docker runtime is unavailable"));
+        svc.list().await.unwrap();
+        assert!(failing(&svc).is_some(), "still failing, same reason: nothing new to log");
+        let views = svc.list().await.unwrap();
+        assert_eq!((views[0].record.id.as_str(), views[0].state), ("a", ContainerState::Running), "same id after");
+        assert_eq!(failing(&svc), None);
+    }
+
+    #[tokio::test]
+    async fn an_unconfigured_runtime_is_unavailable() {
+        let svc = svc_over(runtime_with(vec![]), MockContainerRepository::new());
+        assert!(matches!(
+            svc.ensure_available(RuntimeKind::Lxc).await,
+            Err(ContainerError::RuntimeUnavailable(RuntimeKind::Lxc))
+        ));
+        assert!(matches!(
+            svc.list_in(Some(RuntimeKind::Lxc)).await,
+            Err(ContainerError::RuntimeUnavailable(RuntimeKind::Lxc))
+        ));
     }
 }

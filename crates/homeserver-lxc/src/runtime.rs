@@ -114,14 +114,31 @@ impl LxcRuntime {
         Invocation::new(tool).arg("-P").arg(lxcpath).arg("-n").arg(name)
     }
 
-    /// The directory of an existing container, or [`RuntimeError::NotFound`].
+    /// The lxcpath, checked to be a directory. LXC has no daemon: its
+    /// containers are the folders there, so a store that is missing (a
+    /// volume not mounted, a path moved away) makes LXC unavailable, never
+    /// an empty list (which would make homeserver forget its records).
+    async fn store(&self) -> Result<PathBuf, RuntimeError> {
+        let lxcpath = self.lxcpath().await?;
+        match tokio::fs::metadata(&lxcpath).await {
+            Ok(m) if m.is_dir() => Ok(lxcpath),
+            Ok(_) => Err(unavailable(format!("lxcpath {} is not a directory", lxcpath.display()))),
+            Err(e) => Err(unavailable(format!("lxcpath {} is not readable: {e}", lxcpath.display()))),
+        }
+    }
+
+    /// The directory of an existing container; [`RuntimeError::NotFound`]
+    /// when there is none, unless the whole store is gone (`Unavailable`).
     async fn existing(&self, runtime_id: &str) -> Result<(PathBuf, PathBuf), RuntimeError> {
         let name = check_name(runtime_id)?;
         let lxcpath = self.lxcpath().await?;
         let dir = lxcpath.join(name);
         match tokio::fs::try_exists(dir.join("config")).await {
             Ok(true) => Ok((lxcpath, dir)),
-            Ok(false) => Err(RuntimeError::NotFound),
+            Ok(false) => {
+                self.store().await?;
+                Err(RuntimeError::NotFound)
+            }
             Err(e) => Err(LxcError::io(format!("checking {}", dir.display()), e).into()),
         }
     }
@@ -187,6 +204,11 @@ impl LxcRuntime {
     pub(crate) fn stats_state(&self) -> &crate::stats::StatsState {
         &self.stats
     }
+}
+
+/// `Unavailable` for LXC.
+fn unavailable(reason: String) -> RuntimeError {
+    RuntimeError::Unavailable { runtime: RuntimeKind::Lxc, reason }
 }
 
 /// A runtime id is an LXC name: it must stay one path component.
@@ -345,22 +367,27 @@ impl ContainerRuntime for LxcRuntime {
 
     #[tracing::instrument(level = "debug", skip(self), fields(runtime = "lxc"))]
     async fn ping(&self) -> Result<(), RuntimeError> {
-        self.tools.run_ok(&Invocation::new("lxc-ls").arg("--version"), self.opts.command_timeout).await?;
-        let lxcpath = self.lxcpath().await?;
+        let version = Invocation::new("lxc-ls").arg("--version");
+        let out = self.tools.run(&version, self.opts.command_timeout).await?;
+        if !out.success() {
+            return Err(unavailable(out.failure().to_string()));
+        }
+        let lxcpath = self.store().await?;
         match tokio::fs::read_dir(&lxcpath).await {
             Ok(_) => Ok(()),
-            Err(e) => Err(RuntimeError::Unavailable {
-                runtime: RuntimeKind::Lxc,
-                reason: format!("lxcpath {} is not readable: {e}", lxcpath.display()),
-            }),
+            Err(e) => Err(unavailable(format!("lxcpath {} is not readable: {e}", lxcpath.display()))),
         }
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(runtime = "lxc"))]
     async fn list(&self) -> Result<Vec<RuntimeContainer>, RuntimeError> {
-        let lxcpath = self.lxcpath().await?;
+        let lxcpath = self.store().await?;
         let inv = Invocation::new("lxc-ls").arg("-P").arg(&lxcpath).args(["-f", "-F", "NAME,STATE,PID"]);
-        let out = self.tools.run_ok(&inv, self.opts.command_timeout).await?;
+        let out = self.tools.run(&inv, self.opts.command_timeout).await?;
+        // No list, no LXC: a failing lxc-ls is the engine being unavailable.
+        if !out.success() {
+            return Err(unavailable(out.failure().to_string()));
+        }
         let entries = parse::parse_ls_fancy(&out.stdout)?;
         let version = self.cgroup_version().await;
         tokio::task::spawn_blocking(move || {
@@ -404,7 +431,8 @@ impl ContainerRuntime for LxcRuntime {
         .map_err(|e| join_error("checking devices", e))?
         .map_err(RuntimeError::Rejected)?;
 
-        let lxcpath = self.lxcpath().await?;
+        // Never let lxc-create make a store where a missing one should be.
+        let lxcpath = self.store().await?;
         let dir = lxcpath.join(name);
         if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
             return Err(RuntimeError::NameTaken);

@@ -569,3 +569,65 @@ async fn missing_tools_make_the_runtime_unavailable_not_broken() {
     });
     assert!(matches!(rt.list().await, Err(RuntimeError::Unavailable { .. })));
 }
+
+/// A store (lxcpath) that is gone makes LXC unavailable: never an empty
+/// list (homeserver would forget its records), never a 404 for a container
+/// that may well exist, and no new store made by `lxc-create`. When it
+/// returns, everything works again without a restart.
+#[tokio::test]
+async fn a_missing_lxcpath_is_unavailable_until_it_returns() {
+    let Some(lxc) = lxc().await else { return };
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("lxc");
+    let rt = LxcRuntime::new(LxcOptions {
+        lxcpath: Some(store.clone()),
+        default_config: Some(lxc.config.clone()),
+        ..LxcOptions::default()
+    });
+    let unavailable = |r: Result<(), RuntimeError>, what: &str| match r {
+        Err(RuntimeError::Unavailable { runtime: RuntimeKind::Lxc, reason }) => {
+            assert!(reason.contains(&store.display().to_string()), "{what}: {reason}")
+        }
+        other => panic!("{what}: expected Unavailable, got {other:?}"),
+    };
+    unavailable(rt.ping().await, "ping");
+    unavailable(rt.list().await.map(drop), "list");
+    unavailable(rt.inspect("web").await.map(drop), "inspect");
+    unavailable(rt.start("web").await, "start");
+    unavailable(rt.logs("web", LogQuery::default()).await.map(drop), "logs");
+    unavailable(rt.create(&spec("web", ContainerConfig::default())).await.map(drop), "create");
+    assert!(!store.exists(), "lxc-create made no store");
+
+    std::fs::create_dir(&store).unwrap();
+    rt.ping().await.unwrap();
+    assert!(rt.list().await.unwrap().is_empty());
+    assert!(matches!(rt.inspect("web").await, Err(RuntimeError::NotFound)));
+}
+
+/// Needs no LXC: tools that run but fail (a broken install) make the
+/// runtime unavailable too.
+#[tokio::test]
+async fn failing_tools_make_the_runtime_unavailable() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // Held so no other test forks while the script is written (ETXTBSY).
+    let _lock = LXC_LOCK.lock().await;
+    let bin = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let tool = bin.path().join("lxc-ls");
+    std::fs::write(&tool, "#!/bin/sh\necho 'lxc-ls: liblxc.so.1: cannot open shared object file' >&2\nexit 127\n")
+        .unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rt = LxcRuntime::new(LxcOptions {
+        bin_dir: Some(bin.path().to_owned()),
+        lxcpath: Some(store.path().to_owned()),
+        ..LxcOptions::default()
+    });
+    for (what, result) in [("ping", rt.ping().await), ("list", rt.list().await.map(drop))] {
+        match result {
+            Err(RuntimeError::Unavailable { runtime: RuntimeKind::Lxc, reason }) => {
+                assert!(reason.contains("liblxc.so.1"), "{what}: {reason}")
+            }
+            other => panic!("{what}: expected Unavailable, got {other:?}"),
+        }
+    }
+}

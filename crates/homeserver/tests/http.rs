@@ -650,6 +650,7 @@ mod containers {
         repo.expect_list().returning(|| Ok(vec![]));
         repo.expect_insert().returning(|_| Ok(()));
         let mut rt = docker();
+        rt.expect_ping().returning(|| Ok(()));
         rt.expect_create().returning(|_| Ok("d-new".into()));
         let mut h = harness(rt, repo);
         h.ops.expect_insert().returning(|_| Ok(()));
@@ -718,6 +719,49 @@ mod containers {
         let (status, headers, body) = send(harness(rt, repo).router(), req).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_problem(status, &headers, &body, "RUNTIME_UNAVAILABLE");
+    }
+
+    /// Docker down: what would queue an operation is refused at once with
+    /// 503 (no operation is made), the list of Docker alone is 503, the
+    /// whole list still answers with the container `unknown`.
+    #[tokio::test]
+    async fn a_down_engine_refuses_operations_before_queueing_them_and_the_whole_list_carries_on() {
+        let down = || RuntimeError::Unavailable { runtime: RuntimeKind::Docker, reason: "no socket".into() };
+        let mut repo = MockContainerRepository::new();
+        repo.expect_get().returning(|_| Ok(Some(record("a", "web"))));
+        repo.expect_list().returning(|| Ok(vec![record("a", "web")]));
+        repo.expect_delete().never();
+        let mut rt = docker();
+        rt.expect_ping().returning(move || Err(down()));
+        rt.expect_list().returning(move || Err(down()));
+        rt.expect_create().never();
+        rt.expect_start().never();
+        rt.expect_remove().never();
+        let mut h = harness(rt, repo);
+        h.ops.expect_insert().never();
+        let router = h.router();
+        let get = |uri: &str| Request::get(uri).header("authorization", "Bearer read").body(Body::empty()).unwrap();
+        for req in [
+            post_json("/api/v1/containers", "operate", r#"{"name":"new","runtime":"docker","image":"img"}"#),
+            post_json("/api/v1/containers/a/start", "operate", "{}"),
+            post_json("/api/v1/containers/a/stop", "operate", "{}"),
+            Request::delete("/api/v1/containers/a?force=true")
+                .header("authorization", "Bearer operate")
+                .body(Body::empty())
+                .unwrap(),
+            get("/api/v1/containers?runtime=docker"),
+        ] {
+            let what = format!("{} {}", req.method(), req.uri());
+            let (status, headers, body) = send(router.clone(), req).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{what}: {body}");
+            assert_problem(status, &headers, &body, "RUNTIME_UNAVAILABLE");
+        }
+        let (status, _, body) = send(router.clone(), get("/api/v1/containers")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!((body["total"].as_u64(), body["items"][0]["state"].as_str()), (Some(1), Some("unknown")));
+        // A runtime that is not configured at all is unavailable too.
+        let (status, _, _) = send(router, get("/api/v1/containers?runtime=lxc")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[tokio::test]
@@ -804,6 +848,7 @@ mod containers {
     fn running_docker() -> MockContainerRuntime {
         let mut rt = docker();
         rt.expect_inspect().returning(|_| Ok(live(ContainerState::Running)));
+        rt.expect_ping().returning(|| Ok(()));
         rt
     }
 
@@ -942,8 +987,9 @@ mod containers {
         repo.expect_get().returning(|id| Ok((id == "a").then(|| record("a", "web"))));
         let mut rt = docker();
         rt.expect_check_update().returning(|_| vec![]);
-        rt.expect_update()
-            .returning(|_, _| Err(RuntimeError::Unavailable { runtime: RuntimeKind::Docker, reason: "down".into() }));
+        rt.expect_ping()
+            .returning(|| Err(RuntimeError::Unavailable { runtime: RuntimeKind::Docker, reason: "down".into() }));
+        rt.expect_update().never();
         rt.expect_inspect()
             .returning(|_| Err(RuntimeError::Unavailable { runtime: RuntimeKind::Docker, reason: "down".into() }));
         let router = harness(rt, repo).router();

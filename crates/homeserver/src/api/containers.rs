@@ -238,11 +238,16 @@ pub struct ContainerListDto {
 
 /// Every container of every runtime, real state included; containers made
 /// outside homeserver appear with `managed: false`.
+///
+/// A runtime that is down does not fail the list: its known containers are
+/// listed with state `unknown`. Asking for that runtime alone
+/// (`?runtime=docker`) answers 503 `RUNTIME_UNAVAILABLE`.
 #[utoipa::path(get, path = "/containers", tag = "containers", operation_id = "list_containers",
     params(ListParams),
     responses(
         (status = 200, description = "A page of containers", body = ContainerListDto),
         (status = 422, description = "Bad filter, sort or page", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The runtime named by `runtime` is unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_containers(
     State(state): State<Shared>,
@@ -274,9 +279,10 @@ async fn list_containers(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let mut views = match &state.containers {
-        Some(svc) => svc.list().await.map_err(container_error)?,
-        None => Vec::new(),
+    let mut views = match (&state.containers, runtime) {
+        (Some(svc), runtime) => svc.list_in(runtime).await.map_err(container_error)?,
+        (None, Some(kind)) => return Err(container_error(ContainerError::RuntimeUnavailable(kind))),
+        (None, None) => Vec::new(),
     };
     views.retain(|v| {
         runtime.is_none_or(|r| v.record.runtime == r)
@@ -630,6 +636,7 @@ fn parse_action(action: &str, timeout_secs: u32) -> Option<(Action, OperationKin
         (status = 202, description = "Accepted", body = super::operations::OperationDto),
         (status = 404, description = "No such container or action", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`timeout_secs` above 600", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Its runtime is unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn container_action(
     State(state): State<Shared>,
@@ -643,7 +650,7 @@ async fn container_action(
     }
     let (action, kind) =
         parse_action(&action, timeout).ok_or_else(|| ApiError::not_found(format!("no action `{action}`")))?;
-    svc.record(&id).await.map_err(container_error)?;
+    svc.check_act(&id).await.map_err(container_error)?;
     let target = id.clone();
     let op = state
         .operations
@@ -822,6 +829,9 @@ pub struct BulkRequest {
 }
 
 /// One action on many containers, as one operation with a result per id.
+///
+/// Containers of a runtime that is down fail one by one (their item's
+/// `error.code` is `RUNTIME_UNAVAILABLE`); the others go ahead.
 #[utoipa::path(post, path = "/containers/bulk", tag = "containers", operation_id = "bulk_action",
     request_body = BulkRequest,
     responses(
