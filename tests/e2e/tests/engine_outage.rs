@@ -48,8 +48,8 @@ fn require() -> bool {
 fn asked() -> bool {
     let asked = require() || std::env::var("HOMESERVER_TEST_ENGINE_OUTAGE").as_deref() == Ok("1");
     if !asked {
-        eprintln!(
-            "SKIPPED: engine outage tests stop dockerd; set HOMESERVER_TEST_ENGINE_OUTAGE=1 (CI sets HOMESERVER_REQUIRE_ENGINES=1)"
+        say(
+            "SKIPPED: engine outage tests stop dockerd; set HOMESERVER_TEST_ENGINE_OUTAGE=1 (CI sets HOMESERVER_REQUIRE_ENGINES=1)",
         );
     }
     asked
@@ -58,8 +58,15 @@ fn asked() -> bool {
 /// `false` after a visible skip (a failure under HOMESERVER_REQUIRE_ENGINES=1).
 fn skip(reason: &str) -> bool {
     assert!(!require(), "{reason} (HOMESERVER_REQUIRE_ENGINES=1): run scripts/engines-up as root");
-    eprintln!("SKIPPED: {reason} (run scripts/engines-up as root)");
+    say(&format!("SKIPPED: {reason} (run scripts/engines-up as root)"));
     false
+}
+
+/// Straight to fd 2: libtest captures `eprintln!` of passing tests, and a
+/// skip must be seen.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn docker_cli() -> Command {
