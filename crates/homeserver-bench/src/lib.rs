@@ -68,8 +68,16 @@ pub fn clock_ticks_per_sec() -> u64 {
         .unwrap_or(100)
 }
 
-/// `(ppid, utime + stime)` of a process, from `/proc/<pid>/stat`.
-fn read_stat(pid: u32) -> Result<(u32, u64)> {
+/// What the benches read of `/proc/<pid>/stat`.
+struct Stat {
+    ppid: u32,
+    /// `utime + stime`, clock ticks.
+    ticks: u64,
+    /// `cutime + cstime` (children that exited and were waited for), clock ticks.
+    reaped: u64,
+}
+
+fn read_stat(pid: u32) -> Result<Stat> {
     let path = format!("/proc/{pid}/stat");
     let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     // The command name (field 2) may contain spaces and parentheses: parse
@@ -84,30 +92,19 @@ fn read_stat(pid: u32) -> Result<(u32, u64)> {
             .with_context(|| format!("{path}: field {n} is not a number"))
     };
     let ppid = u32::try_from(field(4)?).with_context(|| format!("{path}: ppid out of range"))?;
-    Ok((ppid, field(14)? + field(15)?))
+    Ok(Stat { ppid, ticks: field(14)? + field(15)?, reaped: field(16)? + field(17)? })
 }
 
 /// CPU time (user + system, all threads) of `pid`, in clock ticks.
 pub fn cpu_ticks(pid: u32) -> Result<u64> {
-    Ok(read_stat(pid)?.1)
+    Ok(read_stat(pid)?.ticks)
 }
 
 /// CPU time of `pid`'s children that exited and were waited for
 /// (`cutime + cstime`), in clock ticks: the cost of short-lived helper
 /// processes (`lxc-ls`, ...) that [`cpu_ticks`] does not see.
 pub fn reaped_children_ticks(pid: u32) -> Result<u64> {
-    let path = format!("/proc/{pid}/stat");
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let (_, after) = text.rsplit_once(')').with_context(|| format!("malformed {path}"))?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |n: usize| -> Result<u64> {
-        fields
-            .get(n - 3)
-            .with_context(|| format!("{path}: no field {n}"))?
-            .parse::<u64>()
-            .with_context(|| format!("{path}: field {n} is not a number"))
-    };
-    Ok(field(16)? + field(17)?)
+    Ok(read_stat(pid)?.reaped)
 }
 
 /// Pids of the processes whose `comm` (the kernel's 15-character name)
@@ -163,7 +160,7 @@ pub fn process_tree(root: u32) -> Result<Vec<u32>> {
         let Ok(entry) = entry else { continue };
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         // Processes may exit while we scan: skip the ones that vanish.
-        if let Ok((ppid, _)) = read_stat(pid) {
+        if let Ok(Stat { ppid, .. }) = read_stat(pid) {
             children.entry(ppid).or_default().push(pid);
         }
     }
