@@ -86,8 +86,9 @@ pub trait Authenticator: Send + Sync {
     fn authenticate(&self, parts: &Parts) -> Result<Option<Arc<Principal>>, AuthFailure>;
 }
 
-/// The outcome of authentication, stored in every request's extensions
-/// (with the layer that decided it, for the scope check and WebSocket caps).
+/// The outcome of authentication, stored in every request's extensions;
+/// on a WebSocket upgrade also the layer that decided it (for [`WsSlot`]'s
+/// per-token connection cap), `None` otherwise.
 #[derive(Clone)]
 pub struct Caller(pub Result<Option<Arc<Principal>>, AuthFailure>, pub Option<Arc<Security>>);
 

@@ -125,6 +125,16 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     })
 }
 
+/// Every route and the docs, with their document (as configured).
+fn routes_and_docs(state: Shared) -> (Router, OpenApiDoc) {
+    let (routes, doc) = openapi_router(state.settings.metrics.public).split_for_parts();
+    let router = routes
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc.clone()))
+        .with_state(state);
+    (router, doc)
+}
+
 /// The whole application as one service: routes and docs behind the edge
 /// ([`edge::Edge`]), with CORS outside it when origins are configured (so
 /// preflights need no token).
@@ -157,12 +167,8 @@ where
 pub fn router(state: AppState, security: Arc<Security>) -> Result<App, edge::UndeclaredRoute> {
     let state: Shared = Arc::new(state);
     let settings = Arc::clone(&state.settings);
-    let (routes, doc) = openapi_router(settings.metrics.public).split_for_parts();
+    let (app, doc) = routes_and_docs(state);
     let table = edge::RouteTable::from_openapi(&doc)?;
-    let app = routes
-        .fallback(|| async { StatusCode::NOT_FOUND })
-        .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))
-        .with_state(state);
     let edge = edge::Edge::new(
         app,
         edge::EdgeState {
@@ -185,10 +191,6 @@ pub fn router(state: AppState, security: Arc<Security>) -> Result<App, edge::Und
 pub fn bare_router(state: AppState) -> axum::middleware::AddExtension<Router, Caller> {
     let state: Shared = Arc::new(state);
     let caller = Caller(OpenAccess::default().authenticate_any(), None);
-    let (routes, doc) = openapi_router(state.settings.metrics.public).split_for_parts();
-    let router = routes
-        .fallback(|| async { StatusCode::NOT_FOUND })
-        .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", doc))
-        .with_state(state);
+    let (router, _) = routes_and_docs(state);
     tower::Layer::layer(&axum::Extension(caller), router)
 }
