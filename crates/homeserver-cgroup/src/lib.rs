@@ -28,13 +28,15 @@
 //!
 //! ## Blocking and cost
 //! Everything is plain, blocking `std::fs` I/O: async callers run
-//! [`CgroupReader::read_pid`] inside `tokio::task::spawn_blocking` (one task
-//! for all containers of a tick, not one per container). A read opens about
-//! eight small files into buffers reused between calls, with no regex; the
-//! only allocation is reading the process's network-namespace link. About
-//! 20 µs of CPU per container on fixture files and 40 µs on this v1 host's
-//! real files, so 50 containers a second cost about 0.1–0.2% of a core
-//! (`benches/read.rs`).
+//! [`CgroupReader::read_pid`] and its kin inside
+//! `tokio::task::spawn_blocking`. A fresh read opens about eight small
+//! files into buffers reused between calls, with no regex. About 20 µs of
+//! CPU per container on fixture files and 40 µs on this v1 host's real
+//! files (`benches/read.rs`). [`CgroupReader::read_container`], for a
+//! container read every second, keeps its files open and re-reads them
+//! with `pread`: no path walk, open, close or `/proc/<pid>/cgroup`, about
+//! half the cost. Kept files stay valid by the kernel's own rule: a
+//! removed cgroup's files answer `ENODEV`, which ends the kept set.
 //!
 //! ```no_run
 //! use std::time::Instant;

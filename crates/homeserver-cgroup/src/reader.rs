@@ -1,10 +1,13 @@
 //! The reader: finds a process's cgroups and reads their files.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, TryLockError};
+use std::sync::{Mutex, PoisonError, TryLockError};
+use std::time::{Duration, Instant};
 
 use crate::error::CgroupError;
 use crate::parse::{self, Membership};
@@ -17,6 +20,18 @@ const ENODEV: i32 = 19;
 /// v1 reports "no limit" as `i64::MAX` rounded down to a page
 /// (9223372036854771712); anything this large is no limit.
 const UNLIMITED: u64 = 1 << 62;
+/// Kept sets not read for this long are closed.
+const KEPT_IDLE: Duration = Duration::from_secs(30);
+/// How often idle kept sets are looked for.
+const KEPT_PRUNE_EVERY: Duration = Duration::from_secs(5);
+/// Descriptors one kept container holds, at most (v1: seven files).
+const FILES_PER_CONTAINER: u64 = 8;
+/// The most containers kept open, whatever the descriptor limit.
+const KEPT_MAX: u64 = 1024;
+/// First size of the read buffer; it doubles when a read leaves less than
+/// [`MIN_READ`] free.
+const INITIAL_BUF: usize = 8192;
+const MIN_READ: usize = 1024;
 
 /// Where the kernel's files are mounted. Tests and containers point these
 /// at other folders.
@@ -57,9 +72,9 @@ struct V1Mounts {
 /// Buffers reused from one read to the next.
 #[derive(Debug, Default)]
 struct Scratch {
-    /// `/proc/<pid>/cgroup`, borrowed while the other files are read.
+    /// `/proc/<pid>/cgroup`, borrowed while the other files are opened.
     membership: Vec<u8>,
-    /// Every other file.
+    /// Every other file, read with `pread` (see [`pread_all`]).
     text: Vec<u8>,
     path: PathBuf,
     pid: String,
@@ -80,6 +95,8 @@ pub struct CgroupReader {
     mem_total: Option<u64>,
     host_netns: Option<PathBuf>,
     scratch: Mutex<Scratch>,
+    kept: Mutex<Kept>,
+    kept_limit: usize,
 }
 
 impl CgroupReader {
@@ -115,7 +132,16 @@ impl CgroupReader {
             mem_total,
             "cgroup reader ready"
         );
-        Ok(Self { roots, mode, v1, mem_total, host_netns, scratch: Mutex::new(Scratch::default()) })
+        Ok(Self {
+            roots,
+            mode,
+            v1,
+            mem_total,
+            host_netns,
+            scratch: Mutex::new(Scratch::default()),
+            kept: Mutex::new(Kept { sets: HashMap::new(), pruned: Instant::now() }),
+            kept_limit: default_kept_limit(),
+        })
     }
 
     /// The layout detected by [`new`](Self::new).
@@ -160,130 +186,250 @@ impl CgroupReader {
     }
 
     fn read(&self, pid: u32, mark: Option<&str>) -> Result<CgroupSample, CgroupError> {
-        match self.scratch.try_lock() {
-            Ok(mut scratch) => self.read_with(pid, mark, &mut scratch),
-            // The buffers hold no invariant worth losing a read over.
-            Err(TryLockError::Poisoned(poisoned)) => self.read_with(pid, mark, &mut poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) => self.read_with(pid, mark, &mut Scratch::default()),
+        self.with_scratch(|scratch| {
+            let set = self.open(pid, mark, scratch)?;
+            self.read_open(&set, &mut scratch.text)
+        })
+    }
+
+    /// [`read_pid_in`](Self::read_pid_in) that keeps the container's files
+    /// open for the next call: a later read of the same `mark` and `pid`
+    /// costs one `pread` per file (no path walk, open, close, and no
+    /// `/proc/<pid>/cgroup`), about half the CPU of a fresh read.
+    ///
+    /// The open files stay tied to what they were opened for, whatever
+    /// happens to the pid: a cgroup's files answer `ENODEV` once the
+    /// cgroup is removed (the container stopped or restarted), which ends
+    /// the kept set with [`CgroupError::Gone`] (the next call opens afresh),
+    /// and a reused pid cannot redirect them. A different `pid` for the
+    /// same `mark` opens afresh too.
+    ///
+    /// At most [`kept_limit`](Self::kept_limit) containers are kept (about
+    /// eight descriptors each); beyond that, reads are fresh ones. Sets not
+    /// read for 30 s are closed; [`forget`](Self::forget) closes one now.
+    pub fn read_container(&self, pid: u32, mark: &str) -> Result<CgroupSample, CgroupError> {
+        let held = self.kept_sets().sets.remove(mark).filter(|set| set.pid == pid);
+        let result = self.with_scratch(|scratch| {
+            let set = match held {
+                Some(set) => set,
+                None => self.open(pid, Some(mark), scratch)?,
+            };
+            self.read_open(&set, &mut scratch.text).map(|sample| (sample, set))
+        });
+        let (sample, mut set) = result?;
+        let mut kept = self.kept_sets();
+        let now = Instant::now();
+        kept.close_idle(now);
+        if kept.sets.len() < self.kept_limit || kept.sets.contains_key(mark) {
+            set.used = now;
+            kept.sets.insert(mark.to_owned(), set);
+        }
+        Ok(sample)
+    }
+
+    /// Closes the files kept for `mark` (its container was removed).
+    pub fn forget(&self, mark: &str) {
+        self.kept_sets().sets.remove(mark);
+    }
+
+    /// Closes the files kept for every mark starting with `prefix` (a
+    /// container removed by a short id); an empty prefix closes nothing.
+    pub fn forget_prefix(&self, prefix: &str) {
+        if !prefix.is_empty() {
+            self.kept_sets().sets.retain(|mark, _| !mark.starts_with(prefix));
         }
     }
 
-    fn read_with(&self, pid: u32, mark: Option<&str>, scratch: &mut Scratch) -> Result<CgroupSample, CgroupError> {
-        let Scratch { membership, text, path, pid: pid_text } = scratch;
+    /// Closes sets not read for 30 s, at most every 5 s. Every
+    /// [`read_container`](Self::read_container) does this; call it when
+    /// reads may have stopped altogether (no container running), since a
+    /// kept `/proc/<pid>/net/dev` holds its network namespace alive.
+    pub fn close_idle(&self) {
+        self.kept_sets().close_idle(Instant::now());
+    }
+
+    /// How many containers' files [`read_container`](Self::read_container)
+    /// keeps open: a quarter of the process's soft `RLIMIT_NOFILE` at
+    /// eight descriptors per container, at most 1024 containers, unless
+    /// [`with_kept_limit`](Self::with_kept_limit) set it.
+    pub fn kept_limit(&self) -> usize {
+        self.kept_limit
+    }
+
+    /// Sets [`kept_limit`](Self::kept_limit); 0 makes every read a fresh one.
+    #[must_use]
+    pub fn with_kept_limit(mut self, containers: usize) -> Self {
+        self.kept_limit = containers;
+        self
+    }
+
+    /// How many containers' files are open now.
+    pub fn kept(&self) -> usize {
+        self.kept_sets().sets.len()
+    }
+
+    fn kept_sets(&self) -> std::sync::MutexGuard<'_, Kept> {
+        // The map holds no invariant a panic elsewhere could break.
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` with the shared buffers, or fresh ones when another thread
+    /// holds them.
+    fn with_scratch<T>(&self, f: impl FnOnce(&mut Scratch) -> T) -> T {
+        match self.scratch.try_lock() {
+            Ok(mut scratch) => f(&mut scratch),
+            // The buffers hold no invariant worth losing a read over.
+            Err(TryLockError::Poisoned(poisoned)) => f(&mut poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => f(&mut Scratch::default()),
+        }
+    }
+
+    /// Finds the cgroups of `pid` (checking `mark` against them) and opens
+    /// the files to read. A file that does not exist is left out (its
+    /// figure stays 0 or `None`), unless the process itself is gone.
+    fn open(&self, pid: u32, mark: Option<&str>, scratch: &mut Scratch) -> Result<OpenSet, CgroupError> {
+        let Scratch { membership, path, pid: pid_text, .. } = scratch;
         pid_text.clear();
         // Writing to a String cannot fail.
         let _ = write!(pid_text, "{pid}");
         let proc_root = self.roots.proc_root.as_path();
-        let mut files = Files { path, text, missing: false };
-
-        set_path(files.path, proc_root, pid_text, "cgroup");
         let gone = CgroupError::Gone { pid };
-        let mut ignored = false;
-        let Some(cgroups) = read_text(files.path, membership, &mut ignored)? else {
-            return Err(gone);
+
+        set_path(path, proc_root, pid_text, "cgroup");
+        let cgroups = match File::open(&*path).and_then(|mut file| {
+            membership.clear();
+            file.read_to_end(membership)
+        }) {
+            Ok(_) => std::str::from_utf8(membership).map_err(|_| CgroupError::parse(path, "not UTF-8"))?,
+            Err(e) if absent(&e) => return Err(gone),
+            Err(e) => return Err(CgroupError::io(path, e)),
         };
         if cgroups.trim().is_empty() {
             return Err(gone);
         }
         if mark.is_some_and(|m| m.is_empty() || !cgroups.contains(m)) {
             return Err(CgroupError::parse(
-                files.path,
+                path,
                 "the process is not in the container's cgroup (another pid namespace, or a reused pid?)",
             ));
         }
-        let m = resolve(parse::proc_cgroup(cgroups)).map_err(|what| CgroupError::parse(files.path, what))?;
+        let m = resolve(parse::proc_cgroup(cgroups)).map_err(|what| CgroupError::parse(path, what))?;
 
-        let mut sample = CgroupSample::default();
+        let mut opener = Opener { files: Vec::with_capacity(8), missing: false };
         match self.mode {
             CgroupMode::V2 => {
-                let cgroup = m.unified.ok_or_else(|| CgroupError::parse(files.path, "no cgroup v2 line (0::)"))?;
-                self.read_v2(cgroup, &mut files, &mut sample)?;
+                let cgroup = m.unified.ok_or_else(|| CgroupError::parse(path, "no cgroup v2 line (0::)"))?;
+                let root = self.roots.cgroup_root.as_path();
+                opener.add(root, cgroup, "cpu.stat", Figure::CpuStat)?;
+                if opener.add(root, cgroup, "memory.current", Figure::MemoryUsage)? {
+                    opener.add(root, cgroup, "memory.stat", Figure::MemoryStat)?;
+                }
+                opener.add(root, cgroup, "memory.max", Figure::MemoryMax)?;
+                opener.add(root, cgroup, "io.stat", Figure::IoStat)?;
+                opener.add(root, cgroup, "pids.current", Figure::Pids)?;
             }
-            CgroupMode::V1 => self.read_v1(&m, &mut files, &mut sample)?,
-        }
-
-        if let Some((rx, tx)) = files.parsed(proc_root, pid_text, "net/dev", parse::net_dev, "malformed line")? {
-            sample.network_rx_bytes = rx;
-            sample.network_tx_bytes = tx;
-        }
-        if let Some(host) = &self.host_netns {
-            set_path(files.path, proc_root, pid_text, "ns/net");
-            // Unreadable without ptrace rights over the process: unknown.
-            if let Ok(netns) = fs::read_link(&*files.path) {
-                sample.host_network = &netns == host;
-            }
-        }
-
-        // A file was missing: was it because the process exited meanwhile?
-        if files.missing {
-            set_path(files.path, proc_root, "", pid_text);
-            if !files.path.exists() {
-                return Err(gone);
-            }
-        }
-        Ok(sample)
-    }
-
-    fn read_v2(&self, cgroup: &str, files: &mut Files<'_>, out: &mut CgroupSample) -> Result<(), CgroupError> {
-        let root = self.roots.cgroup_root.as_path();
-        let usage_usec = |t: &str| parse::keyed(t, "usage_usec");
-        if let Some(usec) = files.parsed(root, cgroup, "cpu.stat", usage_usec, "no usage_usec")? {
-            out.cpu_usage_ns = usec.saturating_mul(1000);
-        }
-        if let Some(current) = files.number(root, cgroup, "memory.current")? {
-            let inactive = |t: &str| Some(parse::keyed(t, "inactive_file"));
-            let inactive_file = files.parsed(root, cgroup, "memory.stat", inactive, "")?.flatten();
-            out.memory_bytes = working_set(current, inactive_file);
-        }
-        out.memory_limit_bytes = files
-            .parsed(root, cgroup, "memory.max", parse::memory_max, "neither max nor a number")?
-            .flatten()
-            .and_then(|limit| self.limit(limit));
-        if let Some((read, write)) = files.parsed(root, cgroup, "io.stat", parse::io_stat, "malformed line")? {
-            out.block_read_bytes = read;
-            out.block_write_bytes = write;
-        }
-        out.pids = files.number(root, cgroup, "pids.current")?.unwrap_or(0);
-        Ok(())
-    }
-
-    fn read_v1(&self, m: &Membership<'_>, files: &mut Files<'_>, out: &mut CgroupSample) -> Result<(), CgroupError> {
-        if let (Some(dir), Some(cgroup)) = (&self.v1.cpuacct, m.cpuacct) {
-            out.cpu_usage_ns = files.number(dir, cgroup, "cpuacct.usage")?.unwrap_or(0);
-        }
-        if let (Some(dir), Some(cgroup)) = (&self.v1.memory, m.memory) {
-            if let Some(usage) = files.number(dir, cgroup, "memory.usage_in_bytes")? {
-                // Hierarchical figure first, as `docker stats` does.
-                let inactive =
-                    |t: &str| Some(parse::keyed(t, "total_inactive_file").or_else(|| parse::keyed(t, "inactive_file")));
-                let inactive_file = files.parsed(dir, cgroup, "memory.stat", inactive, "")?.flatten();
-                out.memory_bytes = working_set(usage, inactive_file);
-            }
-            out.memory_limit_bytes =
-                files.number(dir, cgroup, "memory.limit_in_bytes")?.and_then(|limit| self.limit(limit));
-        }
-        if let (Some(dir), Some(cgroup)) = (&self.v1.blkio, m.blkio) {
-            // Recursive files count the container's child cgroups too
-            // (systemd inside LXC); the throttle layer sees every I/O, the
-            // CFQ files only what that scheduler handled.
-            for name in [
-                "blkio.throttle.io_service_bytes_recursive",
-                "blkio.io_service_bytes_recursive",
-                "blkio.throttle.io_service_bytes",
-            ] {
-                if let Some((read, write)) =
-                    files.parsed(dir, cgroup, name, parse::blkio_service_bytes, "malformed line")?
-                {
-                    out.block_read_bytes = read;
-                    out.block_write_bytes = write;
-                    break;
+            CgroupMode::V1 => {
+                if let (Some(dir), Some(cgroup)) = (&self.v1.cpuacct, m.cpuacct) {
+                    opener.add(dir, cgroup, "cpuacct.usage", Figure::CpuUsage)?;
+                }
+                if let (Some(dir), Some(cgroup)) = (&self.v1.memory, m.memory) {
+                    if opener.add(dir, cgroup, "memory.usage_in_bytes", Figure::MemoryUsage)? {
+                        opener.add(dir, cgroup, "memory.stat", Figure::MemoryStat)?;
+                    }
+                    opener.add(dir, cgroup, "memory.limit_in_bytes", Figure::MemoryLimit)?;
+                }
+                if let (Some(dir), Some(cgroup)) = (&self.v1.blkio, m.blkio) {
+                    // Recursive files count the container's child cgroups too
+                    // (systemd inside LXC); the throttle layer sees every I/O,
+                    // the CFQ files only what that scheduler handled.
+                    for name in [
+                        "blkio.throttle.io_service_bytes_recursive",
+                        "blkio.io_service_bytes_recursive",
+                        "blkio.throttle.io_service_bytes",
+                    ] {
+                        if opener.add(dir, cgroup, name, Figure::BlkioServiceBytes)? {
+                            break;
+                        }
+                    }
+                }
+                if let (Some(dir), Some(cgroup)) = (&self.v1.pids, m.pids) {
+                    opener.add(dir, cgroup, "pids.current", Figure::Pids)?;
                 }
             }
         }
-        if let (Some(dir), Some(cgroup)) = (&self.v1.pids, m.pids) {
-            out.pids = files.number(dir, cgroup, "pids.current")?.unwrap_or(0);
+        opener.add(proc_root, pid_text, "net/dev", Figure::NetDev)?;
+
+        let mut host_network = false;
+        if let Some(host) = &self.host_netns {
+            set_path(path, proc_root, pid_text, "ns/net");
+            // Unreadable without ptrace rights over the process: unknown.
+            if let Ok(netns) = fs::read_link(&*path) {
+                host_network = &netns == host;
+            }
         }
-        Ok(())
+        // A file was missing: was it because the process exited meanwhile?
+        if opener.missing {
+            set_path(path, proc_root, "", pid_text);
+            if !path.exists() {
+                return Err(gone);
+            }
+        }
+        Ok(OpenSet { pid, files: opener.files, host_network, used: Instant::now() })
+    }
+
+    /// Reads every file of `set` from its start. A cgroup removed or a
+    /// process gone since the files were opened is [`CgroupError::Gone`].
+    fn read_open(&self, set: &OpenSet, buf: &mut Vec<u8>) -> Result<CgroupSample, CgroupError> {
+        let v2 = self.mode == CgroupMode::V2;
+        let mut sample = CgroupSample { host_network: set.host_network, ..CgroupSample::default() };
+        let (mut usage, mut inactive_file) = (None, None);
+        for open in &set.files {
+            let text = match pread_all(&open.file, buf) {
+                Ok(bytes) => std::str::from_utf8(bytes).map_err(|_| CgroupError::parse(&open.path, "not UTF-8"))?,
+                Err(e) if absent(&e) => {
+                    tracing::trace!(path = %open.path.display(), error = %e, "gone while open");
+                    return Err(CgroupError::Gone { pid: set.pid });
+                }
+                Err(e) => return Err(CgroupError::io(&open.path, e)),
+            };
+            let bad = |what| CgroupError::parse(&open.path, what);
+            match open.figure {
+                Figure::CpuUsage => sample.cpu_usage_ns = parse::number(text).ok_or_else(|| bad("not a number"))?,
+                Figure::CpuStat => {
+                    let usec = parse::keyed(text, "usage_usec").ok_or_else(|| bad("no usage_usec"))?;
+                    sample.cpu_usage_ns = usec.saturating_mul(1000);
+                }
+                Figure::MemoryUsage => usage = Some(parse::number(text).ok_or_else(|| bad("not a number"))?),
+                // Hierarchical figure first on v1, as `docker stats` does.
+                Figure::MemoryStat if v2 => inactive_file = parse::keyed(text, "inactive_file"),
+                Figure::MemoryStat => {
+                    inactive_file =
+                        parse::keyed(text, "total_inactive_file").or_else(|| parse::keyed(text, "inactive_file"));
+                }
+                Figure::MemoryLimit => {
+                    let limit = parse::number(text).ok_or_else(|| bad("not a number"))?;
+                    sample.memory_limit_bytes = self.limit(limit);
+                }
+                Figure::MemoryMax => {
+                    let limit = parse::memory_max(text).ok_or_else(|| bad("neither max nor a number"))?;
+                    sample.memory_limit_bytes = limit.and_then(|l| self.limit(l));
+                }
+                Figure::BlkioServiceBytes | Figure::IoStat => {
+                    let parser = if v2 { parse::io_stat } else { parse::blkio_service_bytes };
+                    (sample.block_read_bytes, sample.block_write_bytes) =
+                        parser(text).ok_or_else(|| bad("malformed line"))?;
+                }
+                Figure::Pids => sample.pids = parse::number(text).ok_or_else(|| bad("not a number"))?,
+                Figure::NetDev => {
+                    (sample.network_rx_bytes, sample.network_tx_bytes) =
+                        parse::net_dev(text).ok_or_else(|| bad("malformed line"))?;
+                }
+            }
+        }
+        if let Some(usage) = usage {
+            sample.memory_bytes = working_set(usage, inactive_file);
+        }
+        Ok(sample)
     }
 
     /// A limit, or `None` when it is v1's "unlimited" or at least the host's
@@ -292,6 +438,15 @@ impl CgroupReader {
         let unbounded = bytes >= UNLIMITED || self.mem_total.is_some_and(|total| bytes >= total);
         (!unbounded).then_some(bytes)
     }
+}
+
+/// A quarter of the soft descriptor limit, in containers of
+/// [`FILES_PER_CONTAINER`], at most [`KEPT_MAX`].
+fn default_kept_limit() -> usize {
+    use rustix::process::{Resource, getrlimit};
+    let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let containers = (soft / 4 / FILES_PER_CONTAINER).min(KEPT_MAX);
+    usize::try_from(containers).unwrap_or(0)
 }
 
 /// Memory in use without the inactive page cache (the docker CLI's rule:
@@ -338,35 +493,115 @@ fn discover_v1(root: &Path) -> Result<V1Mounts, CgroupError> {
     Ok(V1Mounts { cpuacct: find("cpuacct"), memory: find("memory"), blkio: find("blkio"), pids: find("pids") })
 }
 
-/// The path buffer and the text buffer of one read, and whether any file
-/// was missing.
-struct Files<'s> {
-    path: &'s mut PathBuf,
-    text: &'s mut Vec<u8>,
+/// Which figure an open file holds, which decides how its text is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Figure {
+    /// v1 `cpuacct.usage`.
+    CpuUsage,
+    /// v2 `cpu.stat`.
+    CpuStat,
+    /// v1 `memory.usage_in_bytes`, v2 `memory.current`.
+    MemoryUsage,
+    /// `memory.stat` (its inactive file cache).
+    MemoryStat,
+    /// v1 `memory.limit_in_bytes`.
+    MemoryLimit,
+    /// v2 `memory.max`.
+    MemoryMax,
+    /// v1 `blkio.*io_service_bytes*`.
+    BlkioServiceBytes,
+    /// v2 `io.stat`.
+    IoStat,
+    /// `pids.current`.
+    Pids,
+    /// `/proc/<pid>/net/dev`.
+    NetDev,
+}
+
+/// One open file of a container.
+#[derive(Debug)]
+struct OpenFile {
+    file: File,
+    /// For error messages.
+    path: PathBuf,
+    figure: Figure,
+}
+
+/// A container's files, open; reading them again costs a `pread` each.
+#[derive(Debug)]
+struct OpenSet {
+    pid: u32,
+    files: Vec<OpenFile>,
+    host_network: bool,
+    /// Last read (kept sets idle for [`KEPT_IDLE`] are closed).
+    used: Instant,
+}
+
+/// The sets [`CgroupReader::read_container`] keeps, by mark.
+#[derive(Debug)]
+struct Kept {
+    sets: HashMap<String, OpenSet>,
+    pruned: Instant,
+}
+
+impl Kept {
+    fn close_idle(&mut self, now: Instant) {
+        if now.duration_since(self.pruned) >= KEPT_PRUNE_EVERY {
+            self.sets.retain(|_, s| now.duration_since(s.used) < KEPT_IDLE);
+            self.pruned = now;
+        }
+    }
+}
+
+/// Collects the files of one container as they are opened.
+struct Opener {
+    files: Vec<OpenFile>,
+    /// A file did not exist.
     missing: bool,
 }
 
-impl Files<'_> {
-    /// `<dir>/<cgroup>/<name>` as a number; `None` when absent.
-    fn number(&mut self, dir: &Path, cgroup: &str, name: &str) -> Result<Option<u64>, CgroupError> {
-        self.parsed(dir, cgroup, name, parse::number, "not a number")
+impl Opener {
+    /// Opens `<dir>/<rel>/<name>`; `false` (and `missing` set) when it does
+    /// not exist, an error for any other failure.
+    fn add(&mut self, dir: &Path, rel: &str, name: &str, figure: Figure) -> Result<bool, CgroupError> {
+        let mut path = PathBuf::new();
+        set_path(&mut path, dir, rel, name);
+        match File::open(&path) {
+            Ok(file) => {
+                self.files.push(OpenFile { file, path, figure });
+                Ok(true)
+            }
+            Err(e) if absent(&e) => {
+                tracing::trace!(path = %path.display(), error = %e, "absent");
+                self.missing = true;
+                Ok(false)
+            }
+            Err(e) => Err(CgroupError::io(&path, e)),
+        }
     }
+}
 
-    /// `<dir>/<cgroup>/<name>` through `parser`; `None` when absent, an
-    /// error naming the file and `what` when the parser rejects it.
-    fn parsed<T>(
-        &mut self,
-        dir: &Path,
-        cgroup: &str,
-        name: &str,
-        parser: impl FnOnce(&str) -> Option<T>,
-        what: &'static str,
-    ) -> Result<Option<T>, CgroupError> {
-        set_path(self.path, dir, cgroup, name);
-        let Some(text) = read_text(self.path, self.text, &mut self.missing)? else {
-            return Ok(None);
-        };
-        parser(text).map(Some).ok_or_else(|| CgroupError::parse(self.path, what))
+/// The file does not exist, or what it showed is gone (`ESRCH`: the
+/// process exited; `ENODEV`: the cgroup was removed).
+fn absent(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || matches!(e.raw_os_error(), Some(ESRCH | ENODEV))
+}
+
+/// Reads `file` whole from offset 0 into `buf` (grown as needed, never
+/// shrunk or cleared: only the filled part is returned).
+fn pread_all<'b>(file: &File, buf: &'b mut Vec<u8>) -> io::Result<&'b [u8]> {
+    let mut filled = 0;
+    loop {
+        if buf.len() - filled < MIN_READ {
+            let grown = (buf.len() * 2).max(INITIAL_BUF);
+            buf.resize(grown, 0);
+        }
+        match file.read_at(&mut buf[filled..], filled as u64) {
+            Ok(0) => return Ok(&buf[..filled]),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -383,24 +618,6 @@ fn set_path(path: &mut PathBuf, base: &Path, rel: &str, name: &str) {
     }
     s.push("/");
     s.push(name);
-}
-
-/// Reads `path` into `buf`. `Ok(None)` (and `missing` set) when it does not
-/// exist or vanished while open; an error for any other failure.
-fn read_text<'b>(path: &Path, buf: &'b mut Vec<u8>, missing: &mut bool) -> Result<Option<&'b str>, CgroupError> {
-    buf.clear();
-    match File::open(path).and_then(|mut file| file.read_to_end(buf)) {
-        Ok(_) => {
-            let buf: &'b Vec<u8> = buf;
-            std::str::from_utf8(buf).map(Some).map_err(|_| CgroupError::parse(path, "not UTF-8"))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound || matches!(e.raw_os_error(), Some(ESRCH | ENODEV)) => {
-            tracing::trace!(path = %path.display(), error = %e, "absent");
-            *missing = true;
-            Ok(None)
-        }
-        Err(e) => Err(CgroupError::io(path, e)),
-    }
 }
 
 #[cfg(test)]

@@ -349,3 +349,47 @@ fn a_pid_read_for_a_container_must_be_in_that_containers_cgroup() {
     }
     assert!(matches!(reader.read_pid_in(4242, id), Err(CgroupError::Gone { pid: 4242 })));
 }
+
+#[test]
+fn kept_files_are_read_again_in_place_and_reopened_for_a_new_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let containers = [Container::docker_v1(0), Container::docker_v1(1)];
+    let roots = v1_host(dir.path(), &containers);
+    let c = &containers[0];
+    let id = c.proc_cgroup.lines().next().unwrap().rsplit('/').next().unwrap().to_owned();
+    let usage = roots.cgroup_root.join("cpuacct").join(c.cgroup.trim_start_matches('/')).join("cpuacct.usage");
+    let reader = reader(roots);
+    assert!(reader.kept_limit() > 0, "a test process has descriptors to spare");
+
+    assert_eq!(reader.read_container(c.pid, &id).unwrap(), c.expected());
+    assert_eq!(reader.kept(), 1);
+    // The kept descriptor sees the file's new content (written in place).
+    fs::write(&usage, format!("{}\n", c.cpu_ns + 7)).unwrap();
+    assert_eq!(reader.read_container(c.pid, &id).unwrap().cpu_usage_ns, c.cpu_ns + 7);
+    assert_eq!(reader.kept(), 1);
+
+    // Another pid under the same mark is opened afresh, and checked: the
+    // second container's pid is not in the first one's cgroup.
+    match reader.read_container(containers[1].pid, &id) {
+        Err(CgroupError::Parse { what, .. }) => assert!(what.contains("not in the container's cgroup"), "{what}"),
+        other => panic!("expected Parse, got {other:?}"),
+    }
+    assert_eq!(reader.kept(), 0, "a failed read keeps nothing");
+    assert!(matches!(reader.read_container(4242, &id), Err(CgroupError::Gone { pid: 4242 })));
+
+    assert_eq!(reader.read_container(c.pid, &id).unwrap().cpu_usage_ns, c.cpu_ns + 7);
+    reader.forget(&id);
+    assert_eq!(reader.kept(), 0);
+}
+
+#[test]
+fn a_kept_limit_of_zero_reads_afresh_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Container::docker_v2(0);
+    let reader = reader(v2_host(dir.path(), std::slice::from_ref(&c))).with_kept_limit(0);
+    let id = c.proc_cgroup.rsplit('/').next().unwrap().trim_start_matches("docker-").trim_end_matches(".scope");
+    for _ in 0..3 {
+        assert_eq!(reader.read_container(c.pid, id).unwrap(), c.expected());
+        assert_eq!(reader.kept(), 0);
+    }
+}

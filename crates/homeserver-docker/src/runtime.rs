@@ -47,8 +47,14 @@ const CPU_SAMPLE_MAX_AGE: Duration = Duration::from_secs(120);
 /// Gap between the two samples taken when a container has no recent one.
 const CPU_FIRST_GAP: Duration = Duration::from_millis(250);
 
-/// How long `stats` trusts a container's init pid and state from `inspect`.
-const TARGET_TTL: Duration = Duration::from_secs(3);
+/// How long `stats` trusts a container's init pid, state and memory limit
+/// from `inspect` (one inspect per running container per TTL is most of
+/// what stats cost dockerd). A stale pid or state costs nothing wrong: the
+/// cgroup files kept open for the container answer `ENODEV` once it stops
+/// or restarts, and the container is inspected again at once. Only a
+/// memory limit changed outside homeserver (`docker update`) shows this
+/// late; homeserver's own updates drop the entry.
+const TARGET_TTL: Duration = Duration::from_secs(10);
 
 /// Where and how patiently to reach the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -515,7 +521,7 @@ async fn read_cgroup(reader: &Arc<CgroupReader>, target: &Target) -> Result<Cgro
             what: "no full container id to check the pid against",
         });
     }
-    tokio::task::spawn_blocking(move || reader.read_pid_in(pid, &full_id))
+    tokio::task::spawn_blocking(move || reader.read_container(pid, &full_id))
         .await
         .unwrap_or_else(|e| Err(CgroupError::Io { path: PathBuf::from("/proc"), source: std::io::Error::other(e) }))
 }
@@ -549,6 +555,10 @@ impl ContainerRuntime for DockerRuntime {
                 d.list_containers(Some(options)).await
             })
             .await?;
+        // Stats may have stopped (nothing running): close what they kept.
+        if let Some(reader) = &self.inner.cgroup {
+            reader.close_idle();
+        }
         Ok(list.into_iter().map(convert::from_summary).collect())
     }
 
@@ -626,7 +636,11 @@ impl ContainerRuntime for DockerRuntime {
         self.call("remove", runtime_id, CallKind::Container, Duration::ZERO, |d| async move {
             d.remove_container(runtime_id, Some(options)).await
         })
-        .await
+        .await?;
+        if let Some(reader) = &self.inner.cgroup {
+            reader.forget_prefix(runtime_id);
+        }
+        Ok(())
     }
 
     #[instrument(skip(self), fields(runtime = "docker"))]

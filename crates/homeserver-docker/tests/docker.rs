@@ -549,6 +549,13 @@ async fn check_stats(rt: &DockerRuntime) {
     assert!(busy.cpu_percent <= 100.0 * 64.0, "{busy:?}");
     assert!(busy.pids >= 2, "{busy:?}");
 
+    // Restarted behind the runtime's back while its cgroup files are kept
+    // open: they answer ENODEV, and the new cgroup is found at once.
+    docker(&["restart", "-t", "0", &id]).unwrap();
+    let restarted = rt.stats(&id).await.unwrap();
+    assert_eq!((restarted.state.as_str(), restarted.pids), ("running", 1), "{restarted:?}");
+    assert!(restarted.memory_bytes > 0 && restarted.cpu_percent < 5.0, "the busy loop died: {restarted:?}");
+
     // A memory limit is reported; a stopped container reports zeros.
     let name = guard.name();
     let mut s = spec(&name, &["sleep", "300"]);

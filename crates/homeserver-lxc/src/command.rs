@@ -137,6 +137,20 @@ impl Tools {
         }
     }
 
+    /// Whether `program` is an executable file in `bin_dir`, or in a
+    /// folder of `PATH` when there is none: what spawning it would find.
+    /// Blocking (a few `stat`s).
+    pub(crate) fn installed(&self, program: &str) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        let executable =
+            |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        match &self.bin_dir {
+            Some(dir) => executable(&dir.join(program)),
+            None => std::env::var_os("PATH")
+                .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| executable(&dir.join(program)))),
+        }
+    }
+
     /// A `tokio` command for `inv`, run from `/` with the environment of
     /// this process (the `lxc-*` tools need none of their own).
     pub(crate) fn command(&self, inv: &Invocation) -> Command {

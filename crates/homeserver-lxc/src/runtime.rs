@@ -1,7 +1,7 @@
 //! [`LxcRuntime`]: the [`ContainerRuntime`] port on top of the `lxc-*` tools.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use homeserver_domain::{
@@ -64,7 +64,13 @@ pub struct LxcRuntime {
     tools: Tools,
     lxcpath: OnceCell<PathBuf>,
     stats: crate::stats::StatsState,
+    /// When `lxc-ls` last listed successfully (see [`LxcRuntime::list`]).
+    listed_ok: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long a successful `lxc-ls` vouches for the tools while the store
+/// holds no container (lists then start no process).
+const TOOLS_VOUCHED: Duration = Duration::from_secs(30);
 
 impl LxcRuntime {
     /// A runtime with these options. Nothing is checked here: when LXC is
@@ -76,7 +82,13 @@ impl LxcRuntime {
             Some(p) => OnceCell::new_with(Some(p.clone())),
             None => OnceCell::new(),
         };
-        Self { opts, tools, lxcpath, stats: crate::stats::StatsState::default() }
+        Self {
+            opts,
+            tools,
+            lxcpath,
+            stats: crate::stats::StatsState::default(),
+            listed_ok: std::sync::Mutex::new(None),
+        }
     }
 
     /// The options it was built with.
@@ -359,6 +371,17 @@ fn start_errors(dir: &Path) -> String {
     tail_chars(&lines.join("\n"), 2_000)
 }
 
+/// Whether `lxcpath` holds a container: a folder with a `config` file,
+/// which is what `lxc-ls` lists.
+fn any_container(lxcpath: &Path) -> std::io::Result<bool> {
+    for entry in std::fs::read_dir(lxcpath)? {
+        if entry?.path().join("config").is_file() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 #[async_trait]
 impl ContainerRuntime for LxcRuntime {
     fn kind(&self) -> RuntimeKind {
@@ -382,6 +405,27 @@ impl ContainerRuntime for LxcRuntime {
     #[tracing::instrument(level = "debug", skip(self), fields(runtime = "lxc"))]
     async fn list(&self) -> Result<Vec<RuntimeContainer>, RuntimeError> {
         let lxcpath = self.store().await?;
+        // Listed every sampling interval: with no container defined there
+        // is nothing for `lxc-ls` to say, and no need to start a process,
+        // as long as it ran well lately and is still there to start (a
+        // broken install is still found: at once by `ping`, by the next
+        // list within `TOOLS_VOUCHED`).
+        let vouched = self
+            .listed_ok
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < TOOLS_VOUCHED);
+        if vouched {
+            let (dir, tools) = (lxcpath.clone(), self.tools.clone());
+            let none = tokio::task::spawn_blocking(move || {
+                matches!(any_container(&dir), Ok(false)) && tools.installed("lxc-ls")
+            })
+            .await
+            .map_err(|e| join_error("looking into the lxcpath", e))?;
+            if none {
+                return Ok(Vec::new());
+            }
+        }
         let inv = Invocation::new("lxc-ls").arg("-P").arg(&lxcpath).args(["-f", "-F", "NAME,STATE,PID"]);
         let out = self.tools.run(&inv, self.opts.command_timeout).await?;
         // No list, no LXC: a failing lxc-ls is the engine being unavailable.
@@ -389,6 +433,7 @@ impl ContainerRuntime for LxcRuntime {
             return Err(unavailable(out.failure().to_string()));
         }
         let entries = parse::parse_ls_fancy(&out.stdout)?;
+        *self.listed_ok.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         let version = self.cgroup_version().await;
         tokio::task::spawn_blocking(move || {
             entries

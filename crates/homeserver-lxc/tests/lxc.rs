@@ -631,3 +631,46 @@ async fn failing_tools_make_the_runtime_unavailable() {
         }
     }
 }
+
+/// Needs no LXC: an empty store is listed without starting `lxc-ls` every
+/// time, once `lxc-ls` has run well; a container in the store, or the tool
+/// gone, brings `lxc-ls` back at once.
+#[tokio::test]
+async fn an_empty_store_is_listed_without_a_process_each_time() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // Held so no other test forks while the script is written (ETXTBSY).
+    let _lock = LXC_LOCK.lock().await;
+    let bin = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("calls");
+    let tool = bin.path().join("lxc-ls");
+    // Counts its runs and lists nothing, as lxc-ls does for an empty store.
+    std::fs::write(&tool, format!("#!/bin/sh\necho run >> '{}'\n", calls.display())).unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rt = LxcRuntime::new(LxcOptions {
+        bin_dir: Some(bin.path().to_owned()),
+        lxcpath: Some(store.path().to_owned()),
+        ..LxcOptions::default()
+    });
+    let runs = || std::fs::read_to_string(&calls).map_or(0, |t| t.lines().count());
+    for _ in 0..5 {
+        assert!(rt.list().await.unwrap().is_empty());
+    }
+    assert_eq!(runs(), 1, "only the first list ran lxc-ls");
+
+    // A folder without a config is no container; one with a config is.
+    std::fs::create_dir(store.path().join("web")).unwrap();
+    assert!(rt.list().await.unwrap().is_empty());
+    assert_eq!(runs(), 1);
+    std::fs::write(store.path().join("web/config"), "lxc.uts.name = web\n").unwrap();
+    assert!(rt.list().await.unwrap().is_empty(), "the fake lxc-ls lists nothing");
+    assert_eq!(runs(), 2, "a container in the store needs lxc-ls");
+    std::fs::remove_dir_all(store.path().join("web")).unwrap();
+
+    // The tool gone: unavailable at once, not an empty list.
+    std::fs::remove_file(&tool).unwrap();
+    match rt.list().await {
+        Err(RuntimeError::Unavailable { runtime: RuntimeKind::Lxc, .. }) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
