@@ -8,8 +8,13 @@
 //! then the last list read is reused until something could have changed it,
 //! that is until an event arrives ([`ContainerService::invalidate`]), homeserver
 //! itself acts on the runtime, the stream drops, or [`LIST_MAX_AGE_MS`]
-//! passes. Records are always read from the repository. Single containers
-//! (`get`, actions, stats) are always inspected live.
+//! passes. A runtime read by polling only (no event stream, like LXC) may
+//! have its last list reused for a short while
+//! ([`ContainerService::with_polled_list_reuse`], which the app sets to half
+//! the sampling interval, so outside changes still show within one
+//! interval), again only until homeserver acts on it. Records are always
+//! read from the repository. Single containers (`get`, actions, stats) are
+//! always inspected live.
 //!
 //! ## When a runtime is down
 //! Every use case about one runtime's containers fails with
@@ -176,6 +181,8 @@ pub struct ContainerService {
     new_id: Arc<dyn Fn() -> String + Send + Sync>,
     host_cores: u32,
     lists: Mutex<BTreeMap<RuntimeKind, ListState>>,
+    /// How long a polled runtime's list is reused (0: never).
+    polled_reuse_ms: i64,
 }
 
 impl ContainerService {
@@ -188,7 +195,17 @@ impl ContainerService {
         host_cores: u32,
     ) -> Self {
         let runtimes = runtimes.into_iter().map(|r| (r.kind(), r)).collect();
-        Self { runtimes, repository, clock, new_id, host_cores, lists: Mutex::new(BTreeMap::new()) }
+        Self { runtimes, repository, clock, new_id, host_cores, lists: Mutex::new(BTreeMap::new()), polled_reuse_ms: 0 }
+    }
+
+    /// Lets lists of runtimes without an event stream be reused for
+    /// `window` after a read, unless homeserver acted on the runtime since
+    /// (by default every list reads them). Keep it under the polling
+    /// interval, so a poll never reuses the previous poll's read.
+    #[must_use]
+    pub fn with_polled_list_reuse(mut self, window: std::time::Duration) -> Self {
+        self.polled_reuse_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        self
     }
 
     fn with_list<T>(&self, kind: RuntimeKind, f: impl FnOnce(&mut ListState) -> T) -> T {
@@ -230,11 +247,16 @@ impl ContainerService {
     async fn runtime_list(&self, kind: RuntimeKind) -> Result<Arc<Vec<RuntimeContainer>>, ContainerError> {
         let runtime = self.runtime(kind)?;
         let now = self.clock.now();
+        // How long a read may be reused: while the event stream is
+        // connected, until an event; without a stream, a short while.
+        let reuse_ms = |l: &ListState| match l.watched {
+            Some(true) => LIST_MAX_AGE_MS,
+            Some(false) => 0,
+            None => self.polled_reuse_ms,
+        };
         let epoch = self.with_list(kind, |l| match &l.cached {
             Some((epoch, at, list))
-                if l.watched == Some(true)
-                    && *epoch == l.epoch
-                    && (0..LIST_MAX_AGE_MS).contains(&(now.as_millis() - at.as_millis())) =>
+                if *epoch == l.epoch && (0..reuse_ms(l)).contains(&(now.as_millis() - at.as_millis())) =>
             {
                 Err(Arc::clone(list))
             }
@@ -246,7 +268,7 @@ impl ContainerService {
         };
         let live = Arc::new(runtime.list().await?);
         self.with_list(kind, |l| {
-            if l.watched == Some(true) && l.epoch == epoch {
+            if reuse_ms(l) > 0 && l.epoch == epoch {
                 l.cached = Some((epoch, now, Arc::clone(&live)));
             }
         });
@@ -878,6 +900,45 @@ mod tests {
         svc.list().await.unwrap();
         svc.list().await.unwrap();
         assert_eq!((reads_now(), svc.watched(RuntimeKind::Docker)), (6, Some(false)));
+    }
+
+    #[tokio::test]
+    async fn a_polled_runtime_list_is_reused_only_within_its_window_and_until_an_action() {
+        let reads = Arc::new(Mutex::new(0));
+        let mut rt = MockContainerRuntime::new();
+        rt.expect_kind().return_const(RuntimeKind::Lxc);
+        let r = reads.clone();
+        rt.expect_list().returning(move || {
+            *r.lock().unwrap() += 1;
+            Ok(vec![live("web", "web", ContainerState::Stopped)])
+        });
+        rt.expect_start().returning(|_| Ok(()));
+        let mut repo = MockContainerRepository::new();
+        let mut rec = record("a", "web", "web");
+        rec.runtime = RuntimeKind::Lxc;
+        let listed = rec.clone();
+        repo.expect_list().returning(move || Ok(vec![listed.clone()]));
+        repo.expect_get().returning(move |_| Ok(Some(rec.clone())));
+        let now = Arc::new(Mutex::new(10_000i64));
+        let mut clock = MockClock::new();
+        let n = now.clone();
+        clock.expect_now().returning(move || UnixMillis(*n.lock().unwrap()));
+        let svc = ContainerService::new(vec![Arc::new(rt)], Arc::new(repo), Arc::new(clock), ids(), 2)
+            .with_polled_list_reuse(std::time::Duration::from_millis(500));
+        let reads_now = || *reads.lock().unwrap();
+
+        svc.list().await.unwrap();
+        *now.lock().unwrap() += 499;
+        svc.list().await.unwrap();
+        assert_eq!((reads_now(), svc.watched(RuntimeKind::Lxc)), (1, None), "reused within the window");
+        *now.lock().unwrap() += 1;
+        svc.list().await.unwrap();
+        assert_eq!(reads_now(), 2, "read again once the window passed");
+        svc.act("a", Action::Start).await.unwrap();
+        svc.list().await.unwrap();
+        assert_eq!(reads_now(), 3, "an action makes the next list read the runtime");
+        svc.list().await.unwrap();
+        assert_eq!(reads_now(), 3);
     }
 
     #[tokio::test]

@@ -406,7 +406,12 @@ fn container_service(
         return (None, None);
     }
     let ids: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(|| uuid::Uuid::new_v4().to_string());
-    (Some(Arc::new(homeserver_domain::ContainerService::new(runtimes, store, clock, ids, cores))), docker)
+    // Half the sampling interval: a poll never reuses the previous poll's
+    // list, so outside changes to LXC still show within one interval, and
+    // API lists in between cost no `lxc-ls` each.
+    let service = homeserver_domain::ContainerService::new(runtimes, store, clock, ids, cores)
+        .with_polled_list_reuse(Duration::from_millis(settings.sampling.interval_ms / 2));
+    (Some(Arc::new(service)), docker)
 }
 
 /// Serves `router` on `listener`, over TLS when `tls` names a certificate
