@@ -258,7 +258,8 @@ impl Security {
             (Ok(None), _) => Some("a bearer token is required"),
         };
         // Only a WebSocket upgrade needs the layer itself (its connection cap).
-        let layer = parts.headers.contains_key(header::UPGRADE).then(|| Arc::clone(self));
+        let upgrade = parts.method == axum::http::Method::GET && parts.headers.contains_key(header::UPGRADE);
+        let layer = upgrade.then(|| Arc::clone(self));
         let caller = Caller(who, layer);
         let Some(why) = why else { return Ok(caller) };
         // Failed authentication spends the address's failure budget first.

@@ -231,8 +231,11 @@ impl TokenTable {
                 .position(|s| s.as_ref().is_none_or(|r| r.table == self.id && r.generation != generation))
                 .unwrap_or(*next % REMEMBERED);
             *next = slot + 1;
-            slots[slot] =
-                Some(Remembered { table: self.id, generation, token, expires_at, principal: Arc::clone(principal) });
+            // A copy of this thread's own: the reference count of a shared
+            // `Arc` would bounce between cores on every request (the
+            // budget inside stays shared, as it must).
+            let principal = Arc::new(Principal::clone(principal));
+            slots[slot] = Some(Remembered { table: self.id, generation, token, expires_at, principal });
         });
     }
 }

@@ -4,8 +4,10 @@
 //! request; here a request pays for one boxed future).
 //!
 //! In order, for each request: the request id (the client's `x-request-id`,
-//! or a fresh UUID-shaped id), the trace span every log line of the request
-//! carries (path only, never the query, which may hold `access_token`), the
+//! or a fresh UUID-shaped id), which every log line of the request carries
+//! (set for the thread around each poll, [`telemetry::request_scope`]; the
+//! debug lines log the path only, never the query, which may hold
+//! `access_token`), the
 //! route template and what it needs (from a table built once from the
 //! OpenAPI document: an undocumented route cannot be reached at all),
 //! authentication, rate limit and scope check ([`Security::admit`]), the
@@ -28,13 +30,12 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use tower::Service;
-use tracing::Instrument;
 use utoipa::openapi::OpenApi as OpenApiDoc;
 
 use super::REQUEST_ID_HEADER;
 use super::error::{self, ApiError, ErrorCode};
 use crate::auth::{Need, Scope, Security};
-use crate::telemetry::{RouteMetrics, route_metrics};
+use crate::telemetry::{self, RouteMetrics, route_metrics};
 
 /// Paths served outside the OpenAPI document, to anyone: the interactive
 /// docs and the document itself.
@@ -159,30 +160,49 @@ impl RouteTable {
     }
 }
 
-/// Request ids: a random 128-bit base per thread plus a counter, shaped as
-/// a version-4 UUID: unique without a shared atomic or a random draw per
+/// Request ids: per thread, a random version-4 UUID whose last 12 hex
+/// digits (48 bits) then count up, kept as text so the next id changes a
+/// digit or two in place: unique (74 random bits per thread, a 48-bit
+/// counter), without a shared atomic, a random draw or formatting per
 /// request.
 fn next_request_id() -> HeaderValue {
     use std::cell::Cell;
     thread_local! {
-        static NEXT: Cell<(u128, u64)> = const { Cell::new((0, 0)) };
+        static NEXT: Cell<Option<[u8; 36]>> = const { Cell::new(None) };
     }
-    let (base, n) = NEXT.get();
-    let base = if n == 0 {
-        let mut bytes = [0u8; 16];
-        // Without the OS's randomness, time and the process still make ids
-        // unique enough to correlate log lines.
-        if getrandom::fill(&mut bytes).is_err() {
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            bytes = (t.as_nanos() ^ (u128::from(std::process::id()) << 64)).to_be_bytes();
+    let mut text = NEXT.get().unwrap_or_else(random_request_id);
+    count_up(&mut text);
+    NEXT.set(Some(text));
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// Adds one to the last 12 hex digits of `text` (the counter), with carry,
+/// wrapping within those 12 after 2^48 ids of one thread.
+fn count_up(text: &mut [u8; 36]) {
+    for c in text[24..].iter_mut().rev() {
+        let (next, carry) = match *c {
+            b'9' => (b'a', false),
+            b'f' => (b'0', true),
+            d => (d + 1, false),
+        };
+        *c = next;
+        if !carry {
+            break;
         }
-        u128::from_be_bytes(bytes)
-    } else {
-        base
-    };
-    NEXT.set((base, n.wrapping_add(1)));
+    }
+}
+
+/// A random version-4 UUID as text (`xxxxxxxx-xxxx-4xxx-[89ab]xxx-…`).
+fn random_request_id() -> [u8; 36] {
+    let mut bytes = [0u8; 16];
+    // Without the OS's randomness, time and the process still make ids
+    // unique enough to correlate log lines.
+    if getrandom::fill(&mut bytes).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        bytes = (t.as_nanos() ^ (u128::from(std::process::id()) << 64)).to_be_bytes();
+    }
     // Version 4, variant 10.
-    let id = (base.wrapping_add(u128::from(n)) & !(0xf000 << 64) & !(0xc000 << 48)) | (0x4000 << 64) | (0x8000 << 48);
+    let id = (u128::from_be_bytes(bytes) & !(0xf000 << 64) & !(0xc000 << 48)) | (0x4000 << 64) | (0x8000 << 48);
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = [b'-'; 36];
     let mut nibble = 32;
@@ -192,7 +212,7 @@ fn next_request_id() -> HeaderValue {
             *c = HEX[((id >> (nibble * 4)) & 0xf) as usize];
         }
     }
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    text
 }
 
 /// What the edge needs, shared by every request.
@@ -220,14 +240,13 @@ fn problem(code: ErrorCode, detail: &str) -> Response {
     ApiError::new(code, detail).into_response()
 }
 
-/// What the way out needs: the answer's headers, the metrics, the span.
+/// What the way out needs: the answer's headers, the metrics.
 struct Post {
     start: quanta::Instant,
     request_id: HeaderValue,
     method: Method,
     metrics: &'static RouteMetrics,
     cacheable: bool,
-    span: tracing::Span,
 }
 
 impl Post {
@@ -235,6 +254,8 @@ impl Post {
         let mut response = error::finish_problem(response, Some(&self.request_id));
         let status = response.status();
         let headers = response.headers_mut();
+        // At most one growth of the map for the three below.
+        headers.reserve(3);
         headers.insert(REQUEST_ID_HEADER, self.request_id);
         headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         if !self.cacheable {
@@ -242,9 +263,7 @@ impl Post {
         }
         let elapsed = self.start.elapsed();
         self.metrics.record(&self.method, status.as_u16(), elapsed);
-        self.span.in_scope(|| {
-            tracing::debug!(status = status.as_u16(), latency_us = elapsed.as_micros() as u64, "answered");
-        });
+        tracing::debug!(status = status.as_u16(), latency_us = elapsed.as_micros() as u64, "answered");
         response
     }
 }
@@ -282,7 +301,7 @@ impl Future for EdgeFuture {
                 .take()
                 .unwrap_or_else(|| ApiError::internal("an answer was polled twice").into_response()))),
             EdgeProj::Routed { inner, started, timeout, sleep, post } => {
-                let entered = post.as_ref().map(|p| p.span.enter());
+                let scope = post.as_ref().map(|p| telemetry::request_scope(&p.request_id));
                 let response = match inner.poll(cx) {
                     Poll::Ready(Ok(response)) => response,
                     Poll::Ready(Err(never)) => match never {},
@@ -296,11 +315,12 @@ impl Future for EdgeFuture {
                         }
                     }
                 };
-                drop(entered);
-                Poll::Ready(Ok(match post.take() {
+                let response = match post.take() {
                     Some(post) => post.finish(response),
                     None => ApiError::internal("an answer was polled twice").into_response(),
-                }))
+                };
+                drop(scope);
+                Poll::Ready(Ok(response))
             }
             EdgeProj::Audited { inner } => inner.as_mut().poll(cx).map(Ok),
         }
@@ -324,12 +344,8 @@ where
         let start = quanta::Instant::now();
         let request = request.map(Body::new);
         let request_id = request.headers().get(REQUEST_ID_HEADER).cloned().unwrap_or_else(next_request_id);
-        let span = tracing::info_span!(
-            "request",
-            method = %request.method(),
-            path = %request.uri().path(),
-            request_id = %request_id.to_str().unwrap_or("-"),
-        );
+        let _scope = telemetry::request_scope(&request_id);
+        tracing::debug!(method = %request.method(), path = %request.uri().path(), "request");
         let edge = &*self.state;
         let route = edge.routes.find(request.uri().path());
         let post = Post {
@@ -338,7 +354,6 @@ where
             method: request.method().clone(),
             metrics: route.map_or(edge.routes.unmatched, |r| r.metrics),
             cacheable: route.is_some_and(|r| r.any.is_some()),
-            span,
         };
         let done = |post: Post, response: Response| EdgeFuture::Done { response: Some(post.finish(response)) };
         let Some(route) = route else {
@@ -362,10 +377,10 @@ where
                 return match refusal.caller.as_ref().and_then(audit) {
                     None => done(post, refusal.response),
                     Some(pending) => EdgeFuture::Audited {
-                        inner: Box::pin(async move {
+                        inner: Box::pin(telemetry::InRequest::new(post.request_id.clone(), async move {
                             pending.finish(refusal.response.status().as_u16()).await;
                             post.finish(refusal.response)
-                        }),
+                        })),
                     },
                 };
             }
@@ -388,29 +403,20 @@ where
             Body::new(http_body_util::Limited::new(body, edge.max_body_bytes))
         };
         let timeout = edge.timeout;
-        let inner = {
-            let _entered = post.span.enter();
-            self.router.call(Request::from_parts(parts, body))
-        };
+        let inner = self.router.call(Request::from_parts(parts, body));
         match pending {
             None => EdgeFuture::Routed { inner, started: start, timeout, sleep: None, post: Some(post) },
             Some(pending) => EdgeFuture::Audited {
-                inner: Box::pin(async move {
-                    let span = post.span.clone();
-                    let response = async {
-                        let left = timeout.saturating_sub(start.elapsed());
-                        let response = match tokio::time::timeout(left, inner).await {
-                            Ok(Ok(response)) => response,
-                            Ok(Err(never)) => match never {},
-                            Err(_) => problem(ErrorCode::RequestTimeout, "the request took too long"),
-                        };
-                        pending.finish(response.status().as_u16()).await;
-                        response
-                    }
-                    .instrument(span)
-                    .await;
+                inner: Box::pin(telemetry::InRequest::new(post.request_id.clone(), async move {
+                    let left = timeout.saturating_sub(start.elapsed());
+                    let response = match tokio::time::timeout(left, inner).await {
+                        Ok(Ok(response)) => response,
+                        Ok(Err(never)) => match never {},
+                        Err(_) => problem(ErrorCode::RequestTimeout, "the request took too long"),
+                    };
+                    pending.finish(response.status().as_u16()).await;
                     post.finish(response)
-                }),
+                })),
             },
         }
     }
@@ -556,8 +562,31 @@ mod tests {
     }
 
     #[test]
-    fn request_ids_do_not_repeat() {
-        let ids: std::collections::HashSet<HeaderValue> = (0..10_000).map(|_| next_request_id()).collect();
-        assert_eq!(ids.len(), 10_000);
+    fn request_ids_do_not_repeat_and_look_like_uuids_v4() {
+        let ids: std::collections::HashSet<HeaderValue> = (0..70_000).map(|_| next_request_id()).collect();
+        assert_eq!(ids.len(), 70_000, "past a carry over four digits (0xffff)");
+        for id in ids.iter().take(100) {
+            let uuid = uuid::Uuid::parse_str(id.to_str().unwrap()).unwrap();
+            assert_eq!(uuid.get_version_num(), 4, "{uuid}");
+            assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{uuid}");
+        }
+        // Another thread starts from its own random base.
+        let other = std::thread::spawn(next_request_id).join().unwrap();
+        assert!(!ids.contains(&other));
+        assert_ne!(other.as_bytes()[..24], next_request_id().as_bytes()[..24]);
+    }
+
+    #[test]
+    fn the_counter_carries_through_hex_digits() {
+        for (from, to) in [
+            ("00000000-0000-4000-8000-00000000009f", "00000000-0000-4000-8000-0000000000a0"),
+            ("00000000-0000-4000-8000-000000000009", "00000000-0000-4000-8000-00000000000a"),
+            ("12345678-9abc-4def-8123-00ffffffffff", "12345678-9abc-4def-8123-010000000000"),
+            ("12345678-9abc-4def-8123-ffffffffffff", "12345678-9abc-4def-8123-000000000000"),
+        ] {
+            let mut text: [u8; 36] = from.as_bytes().try_into().unwrap();
+            count_up(&mut text);
+            assert_eq!(std::str::from_utf8(&text).unwrap(), to);
+        }
     }
 }

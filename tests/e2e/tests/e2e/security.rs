@@ -108,6 +108,13 @@ async fn tokens_never_reach_the_logs() {
     assert!(sigterm_and_wait(&mut child).success());
     let log = stderr.join().unwrap();
     assert!(log.contains("request"), "trace logging was on: {log}");
+    // Every line logged for a request names it.
+    let answered: Vec<&str> = log.lines().filter(|l| l.contains(r#""message":"answered""#)).collect();
+    assert!(answered.len() >= 3, "{log}");
+    for line in answered {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["request_id"].as_str().is_some_and(|id| id.len() == 36), "{line}");
+    }
     for secret in [&token[3..], &wrong[3..]] {
         assert!(!log.contains(secret), "a token reached the log");
     }
