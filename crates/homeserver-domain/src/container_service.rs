@@ -11,8 +11,9 @@
 //! passes. A runtime read by polling only (no event stream, like LXC) may
 //! have its last list reused for a short while
 //! ([`ContainerService::with_polled_list_reuse`], which the app sets to half
-//! the sampling interval, so outside changes still show within one
-//! interval), again only until homeserver acts on it. Records are always
+//! the sampling interval), again only until homeserver acts on it; the
+//! poll itself always reads afresh ([`ContainerService::refresh_polled`]),
+//! so outside changes still show within one interval. Records are always
 //! read from the repository. Single containers (`get`, actions, stats) are
 //! always inspected live.
 //!
@@ -239,6 +240,20 @@ impl ContainerService {
             l.epoch += 1;
             l.cached = None;
         });
+    }
+
+    /// Makes the next list read every runtime without an event stream
+    /// afresh: what a poll calls first, so a list reused by API calls never
+    /// delays the poll that must see outside changes within its interval.
+    pub fn refresh_polled(&self) {
+        let mut lists = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
+        for kind in self.runtimes.keys() {
+            let l = lists.entry(*kind).or_default();
+            if l.watched.is_none() {
+                l.epoch += 1;
+                l.cached = None;
+            }
+        }
     }
 
     /// The runtime's containers: the reusable list when there is one, else
@@ -939,6 +954,11 @@ mod tests {
         assert_eq!(reads_now(), 3, "an action makes the next list read the runtime");
         svc.list().await.unwrap();
         assert_eq!(reads_now(), 3);
+        // A poll reads afresh, and its read serves the lists after it.
+        svc.refresh_polled();
+        svc.list().await.unwrap();
+        svc.list().await.unwrap();
+        assert_eq!(reads_now(), 4);
     }
 
     #[tokio::test]

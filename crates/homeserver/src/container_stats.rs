@@ -55,6 +55,8 @@ pub async fn collect(
             _ = shutdown.changed() => return,
             _ = tick.tick() => {}
         }
+        // A poll: runtimes without events are read afresh, not reused.
+        service.refresh_polled();
         let views = match service.list().await {
             Ok(v) => v,
             Err(e) => {
