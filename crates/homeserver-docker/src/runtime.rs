@@ -366,8 +366,7 @@ impl DockerRuntime {
         reader: &Arc<CgroupReader>,
         target: &Target,
     ) -> Result<ContainerStats, CgroupError> {
-        let mut sample = read_cgroup(reader, target).await?;
-        let mut at = Instant::now();
+        let (mut sample, mut at) = read_cgroup(reader, target).await?;
         let first =
             self.inner.meters.lock().unwrap_or_else(PoisonError::into_inner).is_new(&target.full_id, target.pid);
         let mut cpu = self.inner.meters.lock().unwrap_or_else(PoisonError::into_inner).update(
@@ -379,8 +378,7 @@ impl DockerRuntime {
         if first {
             // No baseline yet: a second reading shortly after gives a real figure.
             tokio::time::sleep(CPU_FIRST_GAP).await;
-            sample = read_cgroup(reader, target).await?;
-            at = Instant::now();
+            (sample, at) = read_cgroup(reader, target).await?;
             cpu = self.inner.meters.lock().unwrap_or_else(PoisonError::into_inner).update(
                 &target.full_id,
                 target.pid,
@@ -512,7 +510,12 @@ impl LogFollower for DockerLogFollower {
 /// container's cgroup (in another pid namespace, or after pid reuse, it
 /// could name an unrelated process, whose figures must not pass for the
 /// container's).
-async fn read_cgroup(reader: &Arc<CgroupReader>, target: &Target) -> Result<CgroupSample, CgroupError> {
+///
+/// Returns the instant of the read too, taken on the blocking thread: the
+/// CPU figure divides by the time between two reads, and on a starved
+/// runtime the task can resume long after the read (seen: 0.9 s under CI
+/// load, which made a first figure of 467 %).
+async fn read_cgroup(reader: &Arc<CgroupReader>, target: &Target) -> Result<(CgroupSample, Instant), CgroupError> {
     let reader = Arc::clone(reader);
     let (pid, full_id) = (target.pid, target.full_id.clone());
     if full_id.len() < 12 {
@@ -521,7 +524,7 @@ async fn read_cgroup(reader: &Arc<CgroupReader>, target: &Target) -> Result<Cgro
             what: "no full container id to check the pid against",
         });
     }
-    tokio::task::spawn_blocking(move || reader.read_container(pid, &full_id))
+    tokio::task::spawn_blocking(move || reader.read_container(pid, &full_id).map(|s| (s, Instant::now())))
         .await
         .unwrap_or_else(|e| Err(CgroupError::Io { path: PathBuf::from("/proc"), source: std::io::Error::other(e) }))
 }

@@ -67,10 +67,16 @@ impl StatsState {
     }
 }
 
-/// Reads the container of `pid`; a vanished process means the container stopped.
-async fn sample(reader: &Arc<CgroupReader>, pid: u32) -> Result<homeserver_cgroup::CgroupSample, RuntimeError> {
+/// Reads the container of `pid`, with the instant of the read (taken on the
+/// blocking thread: a starved runtime may resume the task much later, and
+/// the CPU figure divides by the time between reads); a vanished process
+/// means the container stopped.
+async fn sample(
+    reader: &Arc<CgroupReader>,
+    pid: u32,
+) -> Result<(homeserver_cgroup::CgroupSample, Instant), RuntimeError> {
     let reader = Arc::clone(reader);
-    match tokio::task::spawn_blocking(move || reader.read_pid(pid)).await {
+    match tokio::task::spawn_blocking(move || reader.read_pid(pid).map(|s| (s, Instant::now()))).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(CgroupError::Gone { .. })) => Err(RuntimeError::InvalidState(ContainerState::Stopped)),
         Ok(Err(e)) => Err(LxcError::Unexpected(format!("reading the cgroup of pid {pid}: {e}")).into()),
@@ -96,12 +102,13 @@ pub(crate) async fn stats(rt: &LxcRuntime, runtime_id: &str) -> Result<Container
         }
     };
     let reader = rt.stats_state().reader(rt.options().cgroup_root.clone()).await?;
-    let mut s = sample(&reader, pid).await?;
-    let mut cpu = rt.stats_state().cpu(runtime_id, pid, s.cpu_usage_ns, Instant::now());
+    let (mut s, at) = sample(&reader, pid).await?;
+    let mut cpu = rt.stats_state().cpu(runtime_id, pid, s.cpu_usage_ns, at);
     if cpu.is_none() {
         tokio::time::sleep(FIRST_CPU_GAP).await;
-        s = sample(&reader, pid).await?;
-        cpu = rt.stats_state().cpu(runtime_id, pid, s.cpu_usage_ns, Instant::now());
+        let at;
+        (s, at) = sample(&reader, pid).await?;
+        cpu = rt.stats_state().cpu(runtime_id, pid, s.cpu_usage_ns, at);
     }
     let mut stats = s.to_stats(cpu.unwrap_or(0.0));
     stats.runtime = RuntimeKind::Lxc.as_str().to_owned();

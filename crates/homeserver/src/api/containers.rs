@@ -562,6 +562,12 @@ async fn update_container(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
+    // The `If-Match` check and the change are one step: PATCHes run one at
+    // a time (they are rare; a lock per container would not pay for its
+    // bookkeeping), so of concurrent PATCHes sent with one ETag, one wins
+    // and the others see the ETag it moved and get 412.
+    static PATCHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = PATCHING.lock().await;
     check_if_match(&svc, &id, &headers).await?;
     let view = svc.update(&id, &patch).await.map_err(container_error)?;
     Ok(with_etag(&view))

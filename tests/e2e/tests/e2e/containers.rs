@@ -383,6 +383,19 @@ async fn patching_a_docker_container_changes_what_docker_applies() {
     assert_eq!(r.status(), 412);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "PRECONDITION_FAILED");
     assert_eq!(inspect(&name).unwrap()["HostConfig"]["PidsLimit"], 100);
+    // Concurrent PATCHes with one ETag: exactly one wins, and Docker holds its value.
+    let patches = (0..10).map(|i| {
+        let (app, id, tag) = (&app, &id, &new_etag);
+        async move {
+            let r = patch(app, id, Some(tag), serde_json::json!({"config": {"pids_limit": 200 + i}})).await;
+            (r.status().as_u16(), 200 + i)
+        }
+    });
+    let answers = futures_util::future::join_all(patches).await;
+    let won: Vec<_> = answers.iter().filter(|(status, _)| *status == 200).collect();
+    assert_eq!(won.len(), 1, "{answers:?}");
+    assert_eq!(answers.iter().filter(|(status, _)| *status == 412).count(), 9, "{answers:?}");
+    assert_eq!(inspect(&name).unwrap()["HostConfig"]["PidsLimit"], won[0].1, "the winner's value");
     // What docker cannot change on an existing container: 422 naming it.
     let r =
         patch(&app, &id, None, serde_json::json!({"config": {"memory_limit_bytes": null, "env": {"A": "b"}}})).await;
