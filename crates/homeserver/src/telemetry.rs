@@ -83,7 +83,7 @@ impl Drop for RequestScope {
     }
 }
 
-/// The current request's id as text (`-` for one that is not).
+/// The current request's id as text (`-` for one that is not UTF-8).
 fn current_request_id() -> Option<String> {
     let id = REQUEST_ID.take();
     REQUEST_ID.set(id.clone());
@@ -125,7 +125,10 @@ impl<F: std::future::Future> std::future::Future for InRequest<F> {
 /// A log line format (the fmt crate's text or JSON one) that adds the
 /// current request's id to every line logged while a request is handled:
 /// ` request_id=…` at the end of a text line, a `"request_id"` key in a
-/// JSON one. Lines outside requests are the inner format's, unchanged.
+/// JSON one. Lines outside requests are the inner format's, unchanged;
+/// lines inside are formatted into a buffer first, so they come without
+/// ANSI colours (the fmt crate offers no public way to make a colouring
+/// writer over a buffer).
 pub struct RequestIdFormat<F> {
     inner: F,
     json: bool,
