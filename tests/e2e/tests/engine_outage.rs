@@ -280,6 +280,41 @@ async fn app_with_private_lxcpath(lxcpath: &Path) -> TestApp {
     .await
 }
 
+/// What both tests start from: a running app over a private lxcpath, and
+/// names for one container of each runtime, removed when the test ends.
+struct Stage {
+    app: TestApp,
+    lxcpath: PathBuf,
+    dk_name: String,
+    lx_name: String,
+    /// Dropped in this order: the containers go, then the lxcpath's
+    /// folder, then the lock that keeps the tests apart.
+    _guards: (Cleanup, tempfile::TempDir, tokio::sync::MutexGuard<'static, ()>),
+}
+
+/// [`Stage`], once no other outage test runs; `None` (after saying why)
+/// when the tests were not asked for or an engine is missing.
+async fn stage() -> Option<Stage> {
+    if !asked() {
+        return None;
+    }
+    let serial = SERIAL.lock().await;
+    if !docker_answers() {
+        skip("docker is not running");
+        return None;
+    }
+    if !lxc_ready() {
+        skip("lxc is not ready");
+        return None;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let lxcpath = root.path().join("lxc");
+    let (dk_name, lx_name) = (unique("hs-outage-dk"), unique("hs-outage-lx"));
+    let cleanup = Cleanup { docker: vec![dk_name.clone()], lxcpath: lxcpath.clone(), lxc: vec![lx_name.clone()] };
+    let app = app_with_private_lxcpath(&lxcpath).await;
+    Some(Stage { app, lxcpath, dk_name, lx_name, _guards: (cleanup, root, serial) })
+}
+
 fn docker_body(name: &str, start: bool) -> Value {
     json!({
         "name": name, "runtime": "docker", "image": image(), "start": start, "profiles": [],
@@ -294,27 +329,11 @@ fn lxc_body(name: &str, start: bool) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_stopped_gives_503_for_docker_only_and_homeserver_reconnects_when_it_returns() {
-    if !asked() {
-        return;
-    }
-    let _serial = SERIAL.lock().await;
-    if !docker_answers() {
-        skip("docker is not running");
-        return;
-    }
+    let Some(Stage { app, lxcpath: _, dk_name, lx_name, _guards }) = stage().await else { return };
     let Some(dockerd) = our_dockerd() else {
         skip("the running dockerd was not started by scripts/engines-up; not stopping a daemon the test did not start");
         return;
     };
-    if !lxc_ready() {
-        skip("lxc is not ready");
-        return;
-    }
-    let root = tempfile::tempdir().unwrap();
-    let lxcpath = root.path().join("lxc");
-    let (dk_name, lx_name) = (unique("hs-outage-dk"), unique("hs-outage-lx"));
-    let _cleanup = Cleanup { docker: vec![dk_name.clone()], lxcpath: lxcpath.clone(), lxc: vec![lx_name.clone()] };
-    let app = app_with_private_lxcpath(&lxcpath).await;
     ready_until(&app, RECOVERY, "ready with docker events connected", |v| {
         v["status"] == "ready" && v["checks"]["docker"]["events"] == "connected"
     })
@@ -407,23 +426,7 @@ async fn docker_stopped_gives_503_for_docker_only_and_homeserver_reconnects_when
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lxc_store_gone_gives_503_for_lxc_only_keeps_its_records_and_recovers() {
-    if !asked() {
-        return;
-    }
-    let _serial = SERIAL.lock().await;
-    if !docker_answers() {
-        skip("docker is not running");
-        return;
-    }
-    if !lxc_ready() {
-        skip("lxc is not ready");
-        return;
-    }
-    let root = tempfile::tempdir().unwrap();
-    let lxcpath = root.path().join("lxc");
-    let (dk_name, lx_name) = (unique("hs-outage-dk"), unique("hs-outage-lx"));
-    let _cleanup = Cleanup { docker: vec![dk_name.clone()], lxcpath: lxcpath.clone(), lxc: vec![lx_name.clone()] };
-    let app = app_with_private_lxcpath(&lxcpath).await;
+    let Some(Stage { app, lxcpath, dk_name, lx_name, _guards }) = stage().await else { return };
     ready_until(&app, RECOVERY, "ready", |v| v["status"] == "ready").await;
 
     let made = succeeded(&app, "POST", "/api/v1/containers", Some(lxc_body(&lx_name, false))).await;
