@@ -506,10 +506,11 @@ impl LogFollower for DockerLogFollower {
     }
 }
 
-/// `read_pid_in` off the async threads: the pid Docker gave must be in the
-/// container's cgroup (in another pid namespace, or after pid reuse, it
-/// could name an unrelated process, whose figures must not pass for the
-/// container's).
+/// `read_container` off the async threads, with the container's files kept
+/// open between calls: the pid Docker gave must be in the container's
+/// cgroup when they are opened (in another pid namespace, or after pid
+/// reuse, it could name an unrelated process, whose figures must not pass
+/// for the container's).
 ///
 /// Returns the instant of the read too, taken on the blocking thread: the
 /// CPU figure divides by the time between two reads, and on a starved
