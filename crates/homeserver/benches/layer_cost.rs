@@ -3,10 +3,11 @@
 //! throughput; good clients' p99 < 10 ms during 10,000 bad-token requests).
 //!
 //! One process serves the same state twice: port A with every layer
-//! (the edge: request id, trace span, route table, authentication, rate
-//! limit, scope check, body limit, timeout, audit, problems, headers,
-//! metrics), port B with none (`api::bare_router`: the same router). `wrk` (Debian) loads each in turn, several rounds,
-//! interleaved; medians are printed as Markdown.
+//! (the edge: request id and its log scope, route table, authentication,
+//! rate limit, scope check, body limit, timeout, audit, problems, headers,
+//! metrics), port B with none (`api::bare_router`: the same router). `wrk`
+//! (Debian) loads each in turn, several rounds, interleaved; medians and
+//! the median of each round's pair are printed as Markdown.
 //!
 //! `cargo bench -p homeserver --bench layer_cost 2>/dev/null` (env: ROUNDS,
 //! SECS, CONNS; LOG: the log level, `info` as the product's default, `off`
@@ -113,9 +114,9 @@ async fn run() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::defaults().unwrap();
     settings.database.path = dir.path().join("bench.db");
-    // The product's log subscriber at the product's default level (the
-    // request span is part of the layer), to stderr; `LOG=off` runs
-    // without one.
+    // The product's log subscriber at the product's default level (what
+    // the layer logs per request is part of its cost), to stderr;
+    // `LOG=off` runs without one.
     settings.logging.level = std::env::var("LOG").unwrap_or_else(|_| "info".to_owned());
     if settings.logging.level != "off" {
         homeserver::telemetry::init_tracing(&settings.logging);
