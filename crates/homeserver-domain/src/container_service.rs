@@ -409,12 +409,15 @@ impl ContainerService {
     }
 
     /// The runtime of `kind` answers; `RuntimeUnavailable` when it is not
-    /// configured or does not answer its ping (whatever the reason).
+    /// configured or does not answer its ping (whatever the reason), which
+    /// also drops any reusable list of it.
     pub async fn ensure_available(&self, kind: RuntimeKind) -> Result<(), ContainerError> {
         match self.runtime(kind)?.ping().await {
             Ok(()) => Ok(()),
             Err(e) => {
                 tracing::info!(runtime = %kind, error = %e, "runtime unavailable");
+                // A list read before the failure is not reused after it.
+                self.invalidate(kind);
                 Err(ContainerError::RuntimeUnavailable(kind))
             }
         }
@@ -928,6 +931,8 @@ mod tests {
             Ok(vec![live("web", "web", ContainerState::Stopped)])
         });
         rt.expect_start().returning(|_| Ok(()));
+        rt.expect_ping()
+            .returning(|| Err(RuntimeError::Unavailable { runtime: RuntimeKind::Lxc, reason: "lxcpath gone".into() }));
         let mut repo = MockContainerRepository::new();
         let mut rec = record("a", "web", "web");
         rec.runtime = RuntimeKind::Lxc;
@@ -959,6 +964,10 @@ mod tests {
         svc.list().await.unwrap();
         svc.list().await.unwrap();
         assert_eq!(reads_now(), 4);
+        // A runtime found down no longer serves the list read before.
+        assert!(matches!(svc.ensure_available(RuntimeKind::Lxc).await, Err(ContainerError::RuntimeUnavailable(_))));
+        svc.list().await.unwrap();
+        assert_eq!(reads_now(), 5, "a failed ping drops the reusable list");
     }
 
     #[tokio::test]

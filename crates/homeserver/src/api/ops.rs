@@ -104,6 +104,10 @@ async fn ready(State(state): State<Shared>) -> Response {
                         Ok(Err(e)) => ("unavailable", Some(e.to_string())),
                         Err(_) => ("unavailable", Some("no answer within 2 s".to_owned())),
                     };
+                if detail.is_some() {
+                    // No list read before the failure is served after it.
+                    service.invalidate(kind);
+                }
                 let events = service.watched(kind).map(|c| if c { "connected" } else { "disconnected" }.to_owned());
                 CheckDto { status: status.to_owned(), detail, events }
             }
