@@ -12,10 +12,20 @@ use std::time::Instant;
 /// cgroup); either way the reading becomes the new baseline. Call
 /// [`reset`](Self::reset) when the container's init pid changes, so that a
 /// new cgroup's counter is never compared with the old one's.
+///
+/// A reading less than 50 ms after the baseline (two readers of one
+/// container at nearly the same time: the sampler and an API call) gives
+/// the last figure and leaves the baseline: the kernel accounts a running
+/// task's CPU time in steps of a scheduler tick, so over a few
+/// milliseconds the ratio could read several hundred percent.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuMeter {
     last: Option<(u64, Instant)>,
+    percent: f64,
 }
+
+/// Shortest interval a CPU percent is computed over.
+const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl CpuMeter {
     /// A meter with no reading yet.
@@ -27,22 +37,25 @@ impl CpuMeter {
     /// since the previous reading (0 for the first one, for a counter that
     /// went backwards and when no time passed).
     pub fn update(&mut self, cpu_usage_ns: u64, at: Instant) -> f64 {
-        let Some((previous_ns, previous_at)) = self.last.replace((cpu_usage_ns, at)) else {
+        let Some((previous_ns, previous_at)) = self.last else {
+            self.last = Some((cpu_usage_ns, at));
             return 0.0;
         };
-        let Some(used_ns) = cpu_usage_ns.checked_sub(previous_ns) else {
-            return 0.0;
+        let elapsed = at.saturating_duration_since(previous_at);
+        let percent = match cpu_usage_ns.checked_sub(previous_ns) {
+            // Rebase on a counter that went backwards (a new cgroup).
+            None => 0.0,
+            Some(_) if elapsed < MIN_INTERVAL => return self.percent,
+            Some(used_ns) => used_ns as f64 / elapsed.as_nanos() as f64 * 100.0,
         };
-        let elapsed_ns = at.saturating_duration_since(previous_at).as_nanos();
-        if elapsed_ns == 0 {
-            return 0.0;
-        }
-        used_ns as f64 / elapsed_ns as f64 * 100.0
+        self.last = Some((cpu_usage_ns, at));
+        self.percent = percent;
+        percent
     }
 
     /// Forgets the baseline: the next [`update`](Self::update) returns 0.
     pub fn reset(&mut self) {
-        self.last = None;
+        *self = Self::default();
     }
 }
 
@@ -86,6 +99,20 @@ mod tests {
         let t0 = Instant::now();
         meter.update(1, t0);
         assert_eq!(meter.update(2, t0), 0.0);
+    }
+
+    #[test]
+    fn a_reading_right_after_the_baseline_repeats_the_last_figure_and_keeps_the_baseline() {
+        let mut meter = CpuMeter::new();
+        let t0 = Instant::now();
+        meter.update(0, t0);
+        assert!((meter.update(250_000_000, t0 + Duration::from_millis(250)) - 100.0).abs() < 1e-9);
+        // 5 ms of CPU accounted in 1 ms (a tick's step) is not 500 %.
+        let soon = t0 + Duration::from_millis(251);
+        assert!((meter.update(255_000_000, soon) - 100.0).abs() < 1e-9);
+        // The next figure spans from the kept baseline (250 ms).
+        let pct = meter.update(375_000_000, t0 + Duration::from_millis(500));
+        assert!((pct - 50.0).abs() < 1e-9, "{pct}");
     }
 
     #[test]

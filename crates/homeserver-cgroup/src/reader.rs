@@ -172,6 +172,15 @@ impl CgroupReader {
     ///
     /// A missing file is not an error: that figure is 0 or `None`.
     pub fn read_pid(&self, pid: u32) -> Result<CgroupSample, CgroupError> {
+        self.read(pid, None).map(|(sample, _)| sample)
+    }
+
+    /// [`read_pid`](Self::read_pid), and the instant its CPU counter was
+    /// read: what a CPU percent must divide by. An instant taken by the
+    /// caller after the call can be late by the rest of the read, a lock
+    /// or a preemption (on a loaded host, enough to turn 100 % into 500 %
+    /// over a short interval).
+    pub fn read_pid_timed(&self, pid: u32) -> Result<(CgroupSample, Instant), CgroupError> {
         self.read(pid, None)
     }
 
@@ -182,10 +191,10 @@ impl CgroupReader {
     /// unrelated process whose figures must not pass for the container's.
     /// The check costs nothing extra: that file is read anyway.
     pub fn read_pid_in(&self, pid: u32, mark: &str) -> Result<CgroupSample, CgroupError> {
-        self.read(pid, Some(mark))
+        self.read(pid, Some(mark)).map(|(sample, _)| sample)
     }
 
-    fn read(&self, pid: u32, mark: Option<&str>) -> Result<CgroupSample, CgroupError> {
+    fn read(&self, pid: u32, mark: Option<&str>) -> Result<(CgroupSample, Instant), CgroupError> {
         self.with_scratch(|scratch| {
             let set = self.open(pid, mark, scratch)?;
             self.read_open(&set, &mut scratch.text)
@@ -208,15 +217,21 @@ impl CgroupReader {
     /// eight descriptors each); beyond that, reads are fresh ones. Sets not
     /// read for 30 s are closed; [`forget`](Self::forget) closes one now.
     pub fn read_container(&self, pid: u32, mark: &str) -> Result<CgroupSample, CgroupError> {
+        self.read_container_timed(pid, mark).map(|(sample, _)| sample)
+    }
+
+    /// [`read_container`](Self::read_container), and the instant its CPU
+    /// counter was read (see [`read_pid_timed`](Self::read_pid_timed)).
+    pub fn read_container_timed(&self, pid: u32, mark: &str) -> Result<(CgroupSample, Instant), CgroupError> {
         let held = self.kept_sets().sets.remove(mark).filter(|set| set.pid == pid);
         let result = self.with_scratch(|scratch| {
             let set = match held {
                 Some(set) => set,
                 None => self.open(pid, Some(mark), scratch)?,
             };
-            self.read_open(&set, &mut scratch.text).map(|sample| (sample, set))
+            self.read_open(&set, &mut scratch.text).map(|read| (read, set))
         });
-        let (sample, mut set) = result?;
+        let (read, mut set) = result?;
         let mut kept = self.kept_sets();
         let now = Instant::now();
         kept.close_idle(now);
@@ -224,7 +239,7 @@ impl CgroupReader {
             set.used = now;
             kept.sets.insert(mark.to_owned(), set);
         }
-        Ok(sample)
+        Ok(read)
     }
 
     /// Closes the files kept for `mark` (its container was removed).
@@ -379,9 +394,12 @@ impl CgroupReader {
 
     /// Reads every file of `set` from its start. A cgroup removed or a
     /// process gone since the files were opened is [`CgroupError::Gone`].
-    fn read_open(&self, set: &OpenSet, buf: &mut Vec<u8>) -> Result<CgroupSample, CgroupError> {
+    /// Also returns when the CPU counter was read (when there was none, when
+    /// the read ended).
+    fn read_open(&self, set: &OpenSet, buf: &mut Vec<u8>) -> Result<(CgroupSample, Instant), CgroupError> {
         let v2 = self.mode == CgroupMode::V2;
         let mut sample = CgroupSample { host_network: set.host_network, ..CgroupSample::default() };
+        let mut cpu_read_at = None;
         let (mut usage, mut inactive_file) = (None, None);
         for open in &set.files {
             let text = match pread_all(&open.file, buf) {
@@ -392,6 +410,9 @@ impl CgroupReader {
                 }
                 Err(e) => return Err(CgroupError::io(&open.path, e)),
             };
+            if matches!(open.figure, Figure::CpuUsage | Figure::CpuStat) {
+                cpu_read_at = Some(Instant::now());
+            }
             let bad = |what| CgroupError::parse(&open.path, what);
             match open.figure {
                 Figure::CpuUsage => sample.cpu_usage_ns = parse::number(text).ok_or_else(|| bad("not a number"))?,
@@ -429,7 +450,7 @@ impl CgroupReader {
         if let Some(usage) = usage {
             sample.memory_bytes = working_set(usage, inactive_file);
         }
-        Ok(sample)
+        Ok((sample, cpu_read_at.unwrap_or_else(Instant::now)))
     }
 
     /// A limit, or `None` when it is v1's "unlimited" or at least the host's

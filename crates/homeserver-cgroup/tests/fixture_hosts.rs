@@ -378,6 +378,19 @@ fn kept_files_are_read_again_in_place_and_reopened_for_a_new_pid() {
     assert!(matches!(reader.read_container(4242, &id), Err(CgroupError::Gone { pid: 4242 })));
 
     assert_eq!(reader.read_container(c.pid, &id).unwrap().cpu_usage_ns, c.cpu_ns + 7);
+    // The timed reads give the same figures, stamped during the call.
+    for kept in [true, false] {
+        if !kept {
+            reader.forget(&id);
+        }
+        let before = std::time::Instant::now();
+        let (sample, at) = reader.read_container_timed(c.pid, &id).unwrap();
+        assert!(before <= at && at <= std::time::Instant::now());
+        assert_eq!(sample.cpu_usage_ns, c.cpu_ns + 7);
+        let (sample, at) = reader.read_pid_timed(c.pid).unwrap();
+        assert!(before <= at && at <= std::time::Instant::now());
+        assert_eq!(sample.cpu_usage_ns, c.cpu_ns + 7);
+    }
     reader.forget(&id);
     assert_eq!(reader.kept(), 0);
 }

@@ -512,10 +512,11 @@ impl LogFollower for DockerLogFollower {
 /// reuse, it could name an unrelated process, whose figures must not pass
 /// for the container's).
 ///
-/// Returns the instant of the read too, taken on the blocking thread: the
-/// CPU figure divides by the time between two reads, and on a starved
-/// runtime the task can resume long after the read (seen: 0.9 s under CI
-/// load, which made a first figure of 467 %).
+/// Returns the instant the CPU counter was read too, taken by the reader
+/// right at that read: the CPU figure divides by the time between two
+/// reads, and any later instant can be late (seen: a task resuming 0.9 s
+/// after the read under CI load made a first figure of 467 %; an instant
+/// taken after the whole read, behind the reader's lock, 524 %).
 async fn read_cgroup(reader: &Arc<CgroupReader>, target: &Target) -> Result<(CgroupSample, Instant), CgroupError> {
     let reader = Arc::clone(reader);
     let (pid, full_id) = (target.pid, target.full_id.clone());
@@ -525,7 +526,7 @@ async fn read_cgroup(reader: &Arc<CgroupReader>, target: &Target) -> Result<(Cgr
             what: "no full container id to check the pid against",
         });
     }
-    tokio::task::spawn_blocking(move || reader.read_container(pid, &full_id).map(|s| (s, Instant::now())))
+    tokio::task::spawn_blocking(move || reader.read_container_timed(pid, &full_id))
         .await
         .unwrap_or_else(|e| Err(CgroupError::Io { path: PathBuf::from("/proc"), source: std::io::Error::other(e) }))
 }

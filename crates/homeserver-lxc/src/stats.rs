@@ -76,7 +76,8 @@ async fn sample(
     pid: u32,
 ) -> Result<(homeserver_cgroup::CgroupSample, Instant), RuntimeError> {
     let reader = Arc::clone(reader);
-    match tokio::task::spawn_blocking(move || reader.read_pid(pid).map(|s| (s, Instant::now()))).await {
+    // The instant of the CPU counter's read, from the reader itself.
+    match tokio::task::spawn_blocking(move || reader.read_pid_timed(pid)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(CgroupError::Gone { .. })) => Err(RuntimeError::InvalidState(ContainerState::Stopped)),
         Ok(Err(e)) => Err(LxcError::Unexpected(format!("reading the cgroup of pid {pid}: {e}")).into()),
