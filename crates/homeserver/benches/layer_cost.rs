@@ -169,51 +169,91 @@ async fn run() {
         )
         .with_audit(homeserver::auth::AuditSink { repository: store.clone(), clock: clock.clone() }),
     );
-    let full = serve(homeserver::api::router(state.clone(), security).unwrap()).await;
-    let bare = serve(homeserver::api::bare_router(state)).await;
+    let app = homeserver::api::router(state.clone(), security).unwrap();
+    let bare_app = homeserver::api::bare_router(state);
+    let token = secret.token.clone();
+    in_process(app.clone(), bare_app.clone(), &token).await;
+    if std::env::var_os("INPROC").is_some() {
+        return;
+    }
+
+    let full = serve(app).await;
+    let bare = serve(bare_app.clone()).await;
+    let bare_safe = serve(with_safety_headers(bare_app)).await;
     let auth = format!("Authorization: Bearer {}", secret.token);
     let (d, c, t) = (format!("{secs}s"), conns.to_string(), "2".to_owned());
     if std::env::var_os("HOLD").is_some() {
-        // For profiling by hand: serve both until killed.
-        println!("on http://{full}/api/v1/system\noff http://{bare}/api/v1/system\n{auth}");
+        // For profiling by hand: serve every variant until killed.
+        println!(
+            "on http://{full}/api/v1/system\noff http://{bare}/api/v1/system\n{auth}\n\
+             off+headers http://{bare_safe}/api/v1/system"
+        );
         std::future::pending::<()>().await;
     }
 
-    let (mut on, mut off, mut on_p99, mut off_p99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let url_on = format!("http://{full}/api/v1/system");
-        let url_off = format!("http://{bare}/api/v1/system");
-        let order: [(bool, &str); 2] =
-            if round % 2 == 0 { [(true, &url_on), (false, &url_off)] } else { [(false, &url_off), (true, &url_on)] };
-        for (layered, url) in order {
-            let r = wrk(&["-t", &t, "-c", &c, "-d", &d, "--latency", "-H", &auth, url]);
+    // Every round measures each variant once, in a rotating order.
+    let variants =
+        [("every layer on", full), ("no layer (`bare_router`)", bare), ("no layer, safety headers", bare_safe)];
+    let mut windows: Vec<Vec<Window>> = vec![Vec::new(); variants.len()];
+    for round in 0..rounds as usize {
+        for k in 0..variants.len() {
+            let v = (round + k) % variants.len();
+            let url = format!("http://{}/api/v1/system", variants[v].1);
+            let before = Cpu::now();
+            let r = wrk(&["-t", &t, "-c", &c, "-d", &d, "--latency", "-H", &auth, &url]);
+            let spent = Cpu::now().since(&before);
             assert_eq!(r.non_2xx, 0, "every request must succeed ({url})");
-            if layered {
-                on.push(r.rps);
-                on_p99.push(r.p99_ms);
-            } else {
-                off.push(r.rps);
-                off_p99.push(r.p99_ms);
-            }
+            let per = |us: f64| us / r.requests.max(1) as f64;
+            windows[v].push(Window { rps: r.rps, p99_ms: r.p99_ms, server_us: per(spent.0), wrk_us: per(spent.1) });
         }
     }
-    let (on_m, off_m) = (median(on.clone()), median(off.clone()));
     println!("### Security and operations layer: cost on `GET /api/v1/system`\n");
     println!(
-        "wrk -t2 -c{conns} -d{secs}s, {rounds} interleaved rounds, medians (per-round req/s: on {on:?}, off {off:?}).\n"
+        "wrk -t2 -c{conns} -d{secs}s on the same 2 cores, {rounds} rounds (each variant once per round, \
+         rotating order); medians. CPU per request from `/proc/self/stat` (server: this process; wrk: its \
+         children).\n"
     );
-    println!("| build | req/s | p99 ms |\n|---|---:|---:|");
-    println!("| every layer on | {on_m:.0} | {:.2} |", median(on_p99));
-    println!("| no layer (`bare_router`) | {off_m:.0} | {:.2} |", median(off_p99));
-    // Each round's two runs are seconds apart, so their ratio cancels the
+    println!("| variant | req/s | p99 ms | server µs/req | wrk µs/req |\n|---|---:|---:|---:|---:|");
+    for (v, (name, _)) in variants.iter().enumerate() {
+        let w = &windows[v];
+        let m = |f: fn(&Window) -> f64| median(w.iter().map(f).collect());
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            m(|w| w.rps),
+            m(|w| w.p99_ms),
+            m(|w| w.server_us),
+            m(|w| w.wrk_us)
+        );
+    }
+    // Each round's runs are seconds apart, so their ratio cancels the
     // slow drift of a shared machine that the medians of each side keep.
-    let paired = median(on.iter().zip(&off).map(|(a, b)| 1.0 - a / b).collect());
-    println!(
-        "\nLayer cost: {:.1} % of throughput by the medians, {:.1} % by the median of the rounds' pairs \
-         (target ≤ 5 %).\n",
-        (1.0 - on_m / off_m) * 100.0,
-        paired * 100.0
-    );
+    let pairs = |off: usize| -> (f64, f64, f64, f64) {
+        let on = &windows[0];
+        let cost: Vec<f64> = on.iter().zip(&windows[off]).map(|(a, b)| 1.0 - a.rps / b.rps).collect();
+        let server = median(on.iter().zip(&windows[off]).map(|(a, b)| a.server_us - b.server_us).collect());
+        let wrk = median(on.iter().zip(&windows[off]).map(|(a, b)| a.wrk_us - b.wrk_us).collect());
+        (median(cost.clone()), spread(&cost), server, wrk)
+    };
+    for (off, what) in [
+        (1, "the whole edge (against the bare router)"),
+        (
+            2,
+            "the layer the issue names — auth, rate limit, request id, metrics (against the bare router that also sends `nosniff` and `no-store`)",
+        ),
+    ] {
+        let (cost, se, server, wrk) = pairs(off);
+        println!(
+            "\nCost of {what}: **{:.1} %** of throughput by the median of the rounds' pairs (± {:.1} % standard \
+             error), {:.1} % by the medians; +{server:.2} µs server CPU and +{wrk:.2} µs wrk CPU per request \
+             (target ≤ 5 %).",
+            cost * 100.0,
+            se * 100.0,
+            (1.0 - median(windows[0].iter().map(|w| w.rps).collect())
+                / median(windows[off].iter().map(|w| w.rps).collect()))
+                * 100.0,
+        );
+    }
+    println!();
 
     // Flood: bad tokens at 32 connections while a good client at 4 measures p99.
     println!("### A flood of bad tokens next to good clients\n");
@@ -246,4 +286,125 @@ async fn run() {
         good_p99.push(good.p99_ms);
     }
     println!("\nGood clients' p99 during the flood: median {:.2} ms (target < 10 ms).", median(good_p99));
+}
+
+/// One wrk window of one variant.
+#[derive(Clone)]
+struct Window {
+    rps: f64,
+    p99_ms: f64,
+    server_us: f64,
+    wrk_us: f64,
+}
+
+/// Standard error of the median of `v` (1.2533 σ/√n).
+fn spread(v: &[f64]) -> f64 {
+    let n = v.len() as f64;
+    if n < 2.0 {
+        return f64::NAN;
+    }
+    let mean = v.iter().sum::<f64>() / n;
+    let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    1.2533 * sd / n.sqrt()
+}
+
+/// CPU time of this process and of its waited-for children, in µs.
+struct Cpu(f64, f64);
+
+impl Cpu {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        // Fields after the command's closing parenthesis, 3-based.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<f64> = rest.split(' ').map(|x| x.parse().unwrap_or(0.0)).collect();
+        let tick_us = 1e6 / 100.0; // USER_HZ
+        Self((f[11] + f[12]) * tick_us, (f[13] + f[14]) * tick_us)
+    }
+
+    fn since(&self, before: &Self) -> (f64, f64) {
+        (self.0 - before.0, self.1 - before.1)
+    }
+}
+
+/// The bare router with the two safety headers the edge adds besides the
+/// request id (`nosniff`, `no-store`), without a boxed future: what the
+/// product would still send with the layer the issue names taken away.
+fn with_safety_headers<S>(
+    service: S,
+) -> tower::util::MapResponse<S, fn(axum::response::Response) -> axum::response::Response>
+where
+    S: tower::Service<axum::extract::Request, Response = axum::response::Response>,
+{
+    fn add(mut r: axum::response::Response) -> axum::response::Response {
+        let h = r.headers_mut();
+        h.insert(axum::http::header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
+        h.insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+        r
+    }
+    tower::ServiceExt::<axum::extract::Request>::map_response(service, add as fn(_) -> _)
+}
+
+/// CPU per request without the network: each service called in this
+/// thread with the request wrk sends (token, peer address), the answer's
+/// body read to the end; batches of each, interleaved; medians in ns.
+async fn in_process<A, B>(mut on: A, mut off: B, token: &str)
+where
+    A: tower::Service<axum::extract::Request, Response = axum::response::Response, Error = std::convert::Infallible>,
+    B: tower::Service<axum::extract::Request, Response = axum::response::Response, Error = std::convert::Infallible>,
+{
+    let request = || {
+        let mut r = axum::http::Request::builder()
+            .uri("/api/v1/system")
+            .header("host", "127.0.0.1:1")
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        r.extensions_mut().insert(axum::extract::ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
+        r
+    };
+    let batch = u32::try_from(env("BATCH", 20_000)).unwrap();
+    // `INPROC_ONLY=on|off`: that variant alone (for instruction counts
+    // under `valgrind --tool=callgrind --toggle-collect='*in_process*'`).
+    let only = std::env::var("INPROC_ONLY").ok();
+    let (mut on_ns, mut off_ns) = (Vec::new(), Vec::new());
+    for round in 0..env("ROUNDS", 15) * 2 {
+        let layered = round % 2 == 0;
+        if only.as_deref().is_some_and(|o| (o == "on") != layered) {
+            continue;
+        }
+        let t = std::time::Instant::now();
+        if layered {
+            run_batch(&mut on, batch, &request)
+        } else {
+            run_batch(&mut off, batch, &request)
+        }
+        let ns = t.elapsed().as_nanos() as f64 / f64::from(batch);
+        if layered { on_ns.push(ns) } else { off_ns.push(ns) }
+    }
+    let paired = median(on_ns.iter().zip(&off_ns).map(|(a, b)| a - b).collect());
+    println!(
+        "in process, ns per request (medians of {} batches of {batch}): on {:.0}, off {:.0}, layer {paired:.0} by pairs",
+        on_ns.len(),
+        median(on_ns.clone()),
+        median(off_ns.clone())
+    );
+}
+
+/// `n` requests to `service`, each answer read to its end. Polled here, on
+/// this thread (every future involved is ready at once), in a function of
+/// its own, so that `valgrind --tool=callgrind --collect-atstart=no
+/// --toggle-collect='layer_cost::run_batch*'` counts these instructions only.
+#[inline(never)]
+fn run_batch<S>(service: &mut S, n: u32, request: &dyn Fn() -> axum::extract::Request)
+where
+    S: tower::Service<axum::extract::Request, Response = axum::response::Response, Error = std::convert::Infallible>,
+{
+    use http_body_util::BodyExt as _;
+    futures::executor::block_on(async {
+        for _ in 0..n {
+            let response = service.call(request()).await.unwrap();
+            assert!(response.status().is_success());
+            std::hint::black_box(response.into_body().collect().await.unwrap());
+        }
+    });
 }

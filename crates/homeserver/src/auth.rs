@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -197,6 +197,8 @@ impl Security {
     }
 }
 
+#[cold]
+#[inline(never)]
 fn too_many(wait: Duration, detail: &str) -> Response {
     let mut response = ApiError::new(ErrorCode::RateLimited, detail).into_response();
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -233,10 +235,10 @@ impl Security {
         let spent = match &who {
             Ok(Some(p)) => match (&p.budget, &p.token_id) {
                 (Some(budget), Some(_)) => budget.take(monotonic_ns(now), self.emission_ns, self.tolerance_ns),
-                (None, Some(id)) => self.wait_time(self.requests.check_key(&Key::Token(id.clone()))),
-                (_, None) => self.wait_time(self.requests.check_key(&key(peer))),
+                (None, Some(id)) => self.spend_keyed(Key::Token(id.clone())),
+                (_, None) => self.spend_keyed(key(peer)),
             },
-            _ => self.wait_time(self.requests.check_key(&key(peer))),
+            _ => self.spend_keyed(key(peer)),
         };
         if let Some(wait) = spent {
             return Err(Box::new(Refusal {
@@ -248,30 +250,42 @@ impl Security {
             (_, Need::Public) => None,
             (Ok(Some(p)), Need::Scope(scope)) if p.scope.grants(scope) => None,
             (Ok(Some(_)), Need::Scope(scope)) => {
-                let response =
-                    ApiError::new(ErrorCode::Forbidden, format!("this route needs the `{}` scope", scope.as_str()))
-                        .into_response();
-                return Err(Box::new(Refusal { response, caller: Some(Caller(who, None)) }));
+                return Err(Box::new(Refusal { response: forbidden(scope), caller: Some(Caller(who, None)) }));
             }
             (Err(AuthFailure::Malformed), _) => Some("the Authorization header must be `Bearer <token>`"),
             (Err(AuthFailure::Invalid), _) => Some("the token is invalid, expired or revoked"),
             (Ok(None), _) => Some("a bearer token is required"),
         };
-        // Only a WebSocket upgrade needs the layer itself (its connection cap).
-        let upgrade = parts.method == axum::http::Method::GET && parts.headers.contains_key(header::UPGRADE);
-        let layer = upgrade.then(|| Arc::clone(self));
-        let caller = Caller(who, layer);
+        // The edge adds the layer itself for WebSocket upgrades (their
+        // connection cap), see [`Caller`].
+        let caller = Caller(who, None);
         let Some(why) = why else { return Ok(caller) };
         // Failed authentication spends the address's failure budget first.
         if let Some(wait) = self.wait_time(self.failures.check_key(&key(peer))) {
             let response = too_many(wait, "too many failed authentication attempts; retry later");
             return Err(Box::new(Refusal { response, caller: None }));
         }
-        Err(Box::new(Refusal {
-            response: ApiError::new(ErrorCode::Unauthorized, why).into_response(),
-            caller: Some(caller),
-        }))
+        Err(Box::new(Refusal { response: unauthorized(why), caller: Some(caller) }))
     }
+
+    /// Spends one request of `key`'s budget in the keyed limiter (callers
+    /// without a token's own budget: addresses, and tokens without one).
+    #[inline(never)]
+    fn spend_keyed(&self, key: Key) -> Option<Duration> {
+        self.wait_time(self.requests.check_key(&key))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn forbidden(scope: Scope) -> Response {
+    ApiError::new(ErrorCode::Forbidden, format!("this route needs the `{}` scope", scope.as_str())).into_response()
+}
+
+#[cold]
+#[inline(never)]
+fn unauthorized(why: &str) -> Response {
+    ApiError::new(ErrorCode::Unauthorized, why).into_response()
 }
 
 /// A request the security layer refused.
@@ -281,6 +295,17 @@ pub struct Refusal {
     /// Who was refused, for the audit log (absent for rate-limit refusals,
     /// which are never audited: a flood must not fill the log).
     pub caller: Option<Caller>,
+}
+
+/// The value of header `name`. Requests carry few headers: for them a scan
+/// comparing names (a standard name against another is one byte compare)
+/// is cheaper than hashing `name` for a lookup, which is what the edge pays
+/// on every request.
+pub(crate) fn header<'a>(headers: &'a axum::http::HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    if headers.len() > 16 {
+        return headers.get(name);
+    }
+    headers.iter().find_map(|(n, value)| (n == name).then_some(value))
 }
 
 /// A token's request budget: the generic cell rate algorithm on one atomic

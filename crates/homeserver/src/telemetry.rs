@@ -38,23 +38,33 @@ pub fn init_tracing(settings: &LoggingSettings) {
     drop(result);
 }
 
-/// The id of the request a thread works on: short ids (homeserver's own are
-/// 36 bytes) copied inline, so entering a scope allocates nothing (cloning
-/// a `HeaderValue` would, the first time).
-#[derive(Clone, Default)]
-enum ScopeId {
-    #[default]
-    None,
-    Inline([u8; INLINE_ID], u8),
-    Long(HeaderValue),
+/// The id of the request a thread works on, copied inline (homeserver's own
+/// ids are 36 bytes), so entering a scope allocates nothing and the
+/// thread-local holds no value with a destructor (cloning a `HeaderValue`
+/// would allocate the first time; a destructor would make every access
+/// check its registration). `len` 0: no request; [`LONG`]: the id is longer
+/// than [`INLINE_ID`] and sits in `LONG_ID`.
+#[derive(Clone, Copy)]
+struct ScopeId {
+    bytes: [u8; INLINE_ID],
+    len: u8,
 }
 
 /// Longest request id kept inline.
 const INLINE_ID: usize = 40;
 
+/// `ScopeId::len` of an id kept in `LONG_ID`.
+const LONG: u8 = u8::MAX;
+
+impl ScopeId {
+    const NONE: Self = Self { bytes: [0; INLINE_ID], len: 0 };
+}
+
 thread_local! {
     /// The id of the request this thread is working on, if any.
-    static REQUEST_ID: std::cell::Cell<ScopeId> = const { std::cell::Cell::new(ScopeId::None) };
+    static REQUEST_ID: std::cell::Cell<ScopeId> = const { std::cell::Cell::new(ScopeId::NONE) };
+    /// A request id too long to keep inline (clients may send any).
+    static LONG_ID: std::cell::RefCell<Option<HeaderValue>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Makes `id` the current request's id on this thread until the guard is
@@ -63,36 +73,44 @@ thread_local! {
 /// span per request cost about a microsecond with the fmt subscriber.
 pub(crate) fn request_scope(id: &HeaderValue) -> RequestScope {
     let bytes = id.as_bytes();
-    let scoped = match u8::try_from(bytes.len()) {
-        Ok(len) if bytes.len() <= INLINE_ID => {
-            let mut inline = [0u8; INLINE_ID];
-            inline[..bytes.len()].copy_from_slice(bytes);
-            ScopeId::Inline(inline, len)
-        }
-        _ => ScopeId::Long(id.clone()),
+    let mut scoped = ScopeId::NONE;
+    let long = if let Some(inline) = scoped.bytes.get_mut(..bytes.len()) {
+        inline.copy_from_slice(bytes);
+        // `bytes.len() <= INLINE_ID < LONG`.
+        scoped.len = u8::try_from(bytes.len()).unwrap_or(LONG);
+        None
+    } else {
+        scoped.len = LONG;
+        Some(LONG_ID.replace(Some(id.clone())))
     };
-    RequestScope(REQUEST_ID.replace(scoped))
+    RequestScope { before: REQUEST_ID.replace(scoped), long }
 }
 
 /// See [`request_scope`].
-pub(crate) struct RequestScope(ScopeId);
+pub(crate) struct RequestScope {
+    before: ScopeId,
+    /// `LONG_ID` before this scope, when this scope replaced it.
+    long: Option<Option<HeaderValue>>,
+}
 
 impl Drop for RequestScope {
     fn drop(&mut self) {
-        REQUEST_ID.set(std::mem::take(&mut self.0));
+        REQUEST_ID.set(self.before);
+        if let Some(long) = self.long.take() {
+            LONG_ID.set(long);
+        }
     }
 }
 
 /// The current request's id as text (`-` for one that is not UTF-8).
 fn current_request_id() -> Option<String> {
-    let id = REQUEST_ID.take();
-    REQUEST_ID.set(id.clone());
-    let bytes = match &id {
-        ScopeId::None => return None,
-        ScopeId::Inline(bytes, len) => &bytes[..usize::from(*len)],
-        ScopeId::Long(value) => value.as_bytes(),
-    };
-    Some(std::str::from_utf8(bytes).unwrap_or("-").to_owned())
+    let id = REQUEST_ID.get();
+    let text = |bytes: &[u8]| std::str::from_utf8(bytes).unwrap_or("-").to_owned();
+    match id.len {
+        0 => None,
+        LONG => LONG_ID.with_borrow(|long| long.as_ref().map(|v| text(v.as_bytes()))),
+        len => Some(text(&id.bytes[..usize::from(len)])),
+    }
 }
 
 pin_project_lite::pin_project! {

@@ -75,12 +75,12 @@ pub fn hash_token(token: &str) -> Option<TokenHash> {
 /// WebSocket upgrade also `?access_token=…`.
 fn credentials(parts: &Parts) -> Result<Option<&str>, AuthFailure> {
     if let Some(value) = parts.headers.get(AUTHORIZATION) {
+        // Visible ASCII, spaces and tabs only: `trim_ascii` trims what `trim` would.
         let value = value.to_str().map_err(|_| AuthFailure::Malformed)?;
-        let (scheme, token) = value.split_once(' ').ok_or(AuthFailure::Malformed)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AuthFailure::Malformed);
-        }
-        return Ok(Some(token.trim()));
+        return match value.split_at_checked(7) {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer ") => Ok(Some(token.trim_ascii())),
+            _ => Err(AuthFailure::Malformed),
+        };
     }
     let is_upgrade = parts
         .headers
@@ -242,15 +242,29 @@ impl TokenTable {
 
 impl Authenticator for TokenTable {
     fn authenticate(&self, parts: &Parts) -> Result<Option<Arc<Principal>>, AuthFailure> {
-        let Some(token) = credentials(parts)? else { return Ok(None) };
         let generation = self.generation.load(Ordering::Acquire);
-        if token.len() == TOKEN_LEN
-            && let Some((principal, expires_at)) = self.remembered(token.as_bytes(), generation)
-        {
-            return match expires_at {
+        let known = |remembered: Option<(Arc<Principal>, Option<homeserver_domain::UnixMillis>)>| {
+            remembered.map(|(principal, expires_at)| match expires_at {
                 Some(at) if self.clock.now() >= at => Err(AuthFailure::Invalid),
                 _ => Ok(Some(principal)),
-            };
+            })
+        };
+        // The usual request, `Bearer <a token this thread accepted before>`,
+        // is recognised from the header's bytes (a remembered token is
+        // well-formed, so the value needs no parsing).
+        if let Some(value) = crate::auth::header(&parts.headers, &AUTHORIZATION)
+            && let Some((scheme, token)) = value.as_bytes().split_at_checked(7)
+            && token.len() == TOKEN_LEN
+            && scheme.eq_ignore_ascii_case(b"bearer ")
+            && let Some(answer) = known(self.remembered(token, generation))
+        {
+            return answer;
+        }
+        let Some(token) = credentials(parts)? else { return Ok(None) };
+        if token.len() == TOKEN_LEN
+            && let Some(answer) = known(self.remembered(token.as_bytes(), generation))
+        {
+            return answer;
         }
         let hash = hash_token(token).ok_or(AuthFailure::Invalid)?;
         let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
@@ -351,8 +365,12 @@ mod tests {
         assert_eq!(credentials(&p), Ok(Some("hs_abc")));
         let p = parts(axum::http::Request::get("/x").header("authorization", "Basic dXNlcg==").body(()).unwrap());
         assert_eq!(credentials(&p), Err(AuthFailure::Malformed));
-        let p = parts(axum::http::Request::get("/x").header("authorization", "Bearer").body(()).unwrap());
-        assert_eq!(credentials(&p), Err(AuthFailure::Malformed));
+        for malformed in ["Bearer", "Bearerhs_abc", "Bearer\ths_abc", "Bear hs_abc", "hs_abc", ""] {
+            let p = parts(axum::http::Request::get("/x").header("authorization", malformed).body(()).unwrap());
+            assert_eq!(credentials(&p), Err(AuthFailure::Malformed), "{malformed:?}");
+        }
+        let p = parts(axum::http::Request::get("/x").header("authorization", "BEARER \ths_abc\t").body(()).unwrap());
+        assert_eq!(credentials(&p), Ok(Some("hs_abc")));
         let p = parts(axum::http::Request::get("/x?access_token=hs_q").body(()).unwrap());
         assert_eq!(credentials(&p), Ok(None), "not an upgrade");
         let p = parts(

@@ -27,12 +27,16 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use tower::Service;
 use utoipa::openapi::OpenApi as OpenApiDoc;
 
 use super::REQUEST_ID_HEADER;
+
+/// [`REQUEST_ID_HEADER`] as a header name made once (a `&str` key is parsed
+/// on every lookup).
+const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 use super::error::{self, ApiError, ErrorCode};
 use crate::auth::{Need, Scope, Security};
 use crate::telemetry::{self, RouteMetrics, route_metrics};
@@ -48,6 +52,9 @@ struct RouteEntry {
     /// `Some` for a path whose every method is public (the docs).
     any: Option<Need>,
     methods: Vec<(Method, Need)>,
+    /// A WebSocket route (its document answers 101): an upgrade to it
+    /// carries the security layer along for the per-token connection cap.
+    websocket: bool,
     /// `Allow` for a 405.
     allow: HeaderValue,
     metrics: &'static RouteMetrics,
@@ -99,6 +106,7 @@ impl RouteTable {
                 (Method::TRACE, &item.trace),
             ];
             let mut methods = Vec::new();
+            let mut websocket = false;
             for (method, op) in ops {
                 let Some(op) = op else { continue };
                 let fail = |why: String| UndeclaredRoute { method: method.to_string(), path: path.clone(), why };
@@ -116,6 +124,7 @@ impl RouteTable {
                         return Err(fail("declares neither a scope (auth::scoped) nor public (auth::public)".into()));
                     }
                 };
+                websocket |= op.responses.responses.contains_key("101");
                 methods.push((method, need));
             }
             let allow = methods.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>().join(", ");
@@ -126,6 +135,7 @@ impl RouteTable {
                     any: None,
                     allow: HeaderValue::from_str(&allow).unwrap_or_else(|_| HeaderValue::from_static("GET")),
                     methods,
+                    websocket,
                     metrics: route_metrics(path),
                 },
             )?;
@@ -137,6 +147,7 @@ impl RouteTable {
                     template: path.into(),
                     any: Some(Need::Public),
                     methods: Vec::new(),
+                    websocket: false,
                     allow: HeaderValue::from_static("GET"),
                     metrics: route_metrics(if path == "/api-docs/openapi.json" { path } else { "/docs" }),
                 },
@@ -193,6 +204,8 @@ fn count_up(text: &mut [u8; 36]) {
 }
 
 /// A random version-4 UUID as text (`xxxxxxxx-xxxx-4xxx-[89ab]xxx-…`).
+#[cold]
+#[inline(never)]
 fn random_request_id() -> [u8; 36] {
     let mut bytes = [0u8; 16];
     // Without the OS's randomness, time and the process still make ids
@@ -236,8 +249,82 @@ impl Edge {
     }
 }
 
+// The paths every request takes are kept short and together; refusals,
+// problems, audited requests and debug lines are functions of their own,
+// out of line, so they do not spread the common path over more cache lines.
+
+#[cold]
+#[inline(never)]
 fn problem(code: ErrorCode, detail: &str) -> Response {
     ApiError::new(code, detail).into_response()
+}
+
+#[cold]
+#[inline(never)]
+fn finish_problem(response: Response, request_id: &HeaderValue) -> Response {
+    error::finish_problem(response, Some(request_id))
+}
+
+#[inline(never)]
+fn log_request(request: &Request) {
+    tracing::debug!(method = %request.method(), path = %request.uri().path(), "request");
+}
+
+#[inline(never)]
+fn log_answer(status: u16, elapsed: Duration) {
+    tracing::debug!(status, latency_us = elapsed.as_micros() as u64, "answered");
+}
+
+/// A request answered at the edge with a problem (`allow`: the methods of
+/// a 405); the request is dropped here, out of the common path.
+#[cold]
+#[inline(never)]
+fn answered(post: Post, request: Request, code: ErrorCode, detail: &str, allow: Option<HeaderValue>) -> EdgeFuture {
+    drop(request);
+    let mut response = problem(code, detail);
+    if let Some(allow) = allow {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    EdgeFuture::Done { response: Some(post.finish(response)) }
+}
+
+/// A refused request: its answer, after its audit record when it has one.
+#[cold]
+#[inline(never)]
+fn refused(post: Post, refusal: crate::auth::Refusal, pending: Option<super::audit::Pending>) -> EdgeFuture {
+    match pending {
+        None => EdgeFuture::Done { response: Some(post.finish(refusal.response)) },
+        Some(pending) => EdgeFuture::Audited {
+            inner: Box::pin(telemetry::InRequest::new(post.request_id.clone(), async move {
+                pending.finish(refusal.response.status().as_u16()).await;
+                post.finish(refusal.response)
+            })),
+        },
+    }
+}
+
+/// A mutating request: the router's answer (within the time left), then
+/// its audit record, then the way out.
+#[inline(never)]
+fn audited(
+    post: Post,
+    inner: axum::routing::future::RouteFuture<Infallible>,
+    pending: super::audit::Pending,
+    timeout: Duration,
+) -> EdgeFuture {
+    let start = post.start;
+    EdgeFuture::Audited {
+        inner: Box::pin(telemetry::InRequest::new(post.request_id.clone(), async move {
+            let left = timeout.saturating_sub(start.elapsed());
+            let response = match tokio::time::timeout(left, inner).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
+                Err(_) => problem(ErrorCode::RequestTimeout, "the request took too long"),
+            };
+            pending.finish(response.status().as_u16()).await;
+            post.finish(response)
+        })),
+    }
 }
 
 /// What the way out needs: the answer's headers, the metrics.
@@ -251,19 +338,25 @@ struct Post {
 
 impl Post {
     fn finish(self, response: Response) -> Response {
-        let mut response = error::finish_problem(response, Some(&self.request_id));
         let status = response.status();
+        let mut response = if status.is_client_error() || status.is_server_error() {
+            finish_problem(response, &self.request_id)
+        } else {
+            response
+        };
         let headers = response.headers_mut();
         // At most one growth of the map for the three below.
         headers.reserve(3);
-        headers.insert(REQUEST_ID_HEADER, self.request_id);
+        headers.insert(REQUEST_ID, self.request_id);
         headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         if !self.cacheable {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         let elapsed = self.start.elapsed();
         self.metrics.record(&self.method, status.as_u16(), elapsed);
-        tracing::debug!(status = status.as_u16(), latency_us = elapsed.as_micros() as u64, "answered");
+        if tracing::level_enabled!(tracing::Level::DEBUG) {
+            log_answer(status.as_u16(), elapsed);
+        }
         response
     }
 }
@@ -343,9 +436,18 @@ where
     fn call(&mut self, request: axum::http::Request<B>) -> EdgeFuture {
         let start = quanta::Instant::now();
         let request = request.map(Body::new);
-        let request_id = request.headers().get(REQUEST_ID_HEADER).cloned().unwrap_or_else(next_request_id);
-        let _scope = telemetry::request_scope(&request_id);
-        tracing::debug!(method = %request.method(), path = %request.uri().path(), "request");
+        let request_id = match crate::auth::header(request.headers(), &REQUEST_ID) {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => next_request_id(),
+        };
+        // Nothing below logs above `debug` before the router's future is
+        // polled (which runs in a scope of its own): a scope here is needed
+        // only when debug lines are on.
+        let _scope = tracing::level_enabled!(tracing::Level::DEBUG).then(|| {
+            let scope = telemetry::request_scope(&request_id);
+            log_request(&request);
+            scope
+        });
         let edge = &*self.state;
         let route = edge.routes.find(request.uri().path());
         let post = Post {
@@ -355,14 +457,18 @@ where
             metrics: route.map_or(edge.routes.unmatched, |r| r.metrics),
             cacheable: route.is_some_and(|r| r.any.is_some()),
         };
-        let done = |post: Post, response: Response| EdgeFuture::Done { response: Some(post.finish(response)) };
         let Some(route) = route else {
-            return done(post, problem(ErrorCode::NotFound, "no such route"));
+            return answered(post, request, ErrorCode::NotFound, "no such route", None);
         };
         let Some(need) = route.need(&post.method) else {
-            let mut response = problem(ErrorCode::MethodNotAllowed, "this route does not accept that method");
-            response.headers_mut().insert(header::ALLOW, route.allow.clone());
-            return done(post, response);
+            let allow = Some(route.allow.clone());
+            return answered(
+                post,
+                request,
+                ErrorCode::MethodNotAllowed,
+                "this route does not accept that method",
+                allow,
+            );
         };
         let peer: Option<IpAddr> = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let (mut parts, body) = request.into_parts();
@@ -371,28 +477,29 @@ where
                 super::audit::Pending::capture(sink, &parts, caller, &route.template, &post.request_id, peer)
             })
         };
-        let caller = match edge.security.admit(&parts, peer, need, start) {
+        let mut caller = match edge.security.admit(&parts, peer, need, start) {
             Ok(caller) => caller,
             Err(refusal) => {
-                return match refusal.caller.as_ref().and_then(audit) {
-                    None => done(post, refusal.response),
-                    Some(pending) => EdgeFuture::Audited {
-                        inner: Box::pin(telemetry::InRequest::new(post.request_id.clone(), async move {
-                            pending.finish(refusal.response.status().as_u16()).await;
-                            post.finish(refusal.response)
-                        })),
-                    },
-                };
+                let pending = refusal.caller.as_ref().and_then(audit);
+                return refused(post, *refusal, pending);
             }
         };
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .or_else(|| axum::body::HttpBody::size_hint(&body).exact());
+        if route.websocket && parts.method == Method::GET && parts.headers.contains_key(header::UPGRADE) {
+            caller.1 = Some(Arc::clone(&edge.security));
+        }
+        // hyper's body knows a declared length; other bodies may not.
+        let declared = axum::body::HttpBody::size_hint(&body).exact().or_else(|| {
+            parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        });
         if declared.is_some_and(|n| n > edge.max_body_bytes as u64) {
-            return done(post, problem(ErrorCode::PayloadTooLarge, "the request body is over the size limit"));
+            let request = Request::from_parts(parts, body);
+            return answered(
+                post,
+                request,
+                ErrorCode::PayloadTooLarge,
+                "the request body is over the size limit",
+                None,
+            );
         }
         let pending = audit(&caller);
         parts.extensions.insert(caller);
@@ -406,18 +513,7 @@ where
         let inner = self.router.call(Request::from_parts(parts, body));
         match pending {
             None => EdgeFuture::Routed { inner, started: start, timeout, sleep: None, post: Some(post) },
-            Some(pending) => EdgeFuture::Audited {
-                inner: Box::pin(telemetry::InRequest::new(post.request_id.clone(), async move {
-                    let left = timeout.saturating_sub(start.elapsed());
-                    let response = match tokio::time::timeout(left, inner).await {
-                        Ok(Ok(response)) => response,
-                        Ok(Err(never)) => match never {},
-                        Err(_) => problem(ErrorCode::RequestTimeout, "the request took too long"),
-                    };
-                    pending.finish(response.status().as_u16()).await;
-                    post.finish(response)
-                })),
-            },
+            Some(pending) => audited(post, inner, pending, timeout),
         }
     }
 }
@@ -558,6 +654,23 @@ mod tests {
         for r in [&a, &b] {
             assert_eq!(r.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
             assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_request_id_is_echoed_and_an_empty_one_replaced() {
+        let app = app();
+        for (sent, echoed) in [(Some("trace-7"), Some("trace-7")), (Some(""), None), (None, None)] {
+            let mut req = axum::http::Request::builder().uri("/open");
+            if let Some(id) = sent {
+                req = req.header(REQUEST_ID, id);
+            }
+            let response = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+            let id = response.headers()[REQUEST_ID].to_str().unwrap();
+            match echoed {
+                Some(e) => assert_eq!(id, e),
+                None => assert!(uuid::Uuid::parse_str(id).is_ok(), "{sent:?} -> {id:?}"),
+            }
         }
     }
 
