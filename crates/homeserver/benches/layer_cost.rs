@@ -2,17 +2,23 @@
 //! tokens hurts good clients (issue figures: ≤ 5 % of `GET /api/v1/system`
 //! throughput; good clients' p99 < 10 ms during 10,000 bad-token requests).
 //!
-//! One process serves the same state twice: port A with every layer
+//! First, in process (no network): the whole edge and the bare router
+//! (`api::bare_router`) called in batches, interleaved; ns per request.
+//! Then one process serves the same state three times: with every layer
 //! (the edge: request id and its log scope, route table, authentication,
 //! rate limit, scope check, body limit, timeout, audit, problems, headers,
-//! metrics), port B with none (`api::bare_router`: the same router). `wrk`
-//! (Debian) loads each in turn, several rounds, interleaved; medians and
-//! the median of each round's pair are printed as Markdown.
+//! metrics), with none (the bare router), and with none but the two safety
+//! headers (`nosniff`, `no-store`), i.e. without exactly the layer the
+//! issue names. `wrk` (Debian) loads each once per round in a rotating
+//! order; medians, the median of the rounds' pairs and CPU per request of
+//! server and wrk are printed as Markdown.
 //!
 //! `cargo bench -p homeserver --bench layer_cost 2>/dev/null` (env: ROUNDS,
 //! SECS, CONNS; LOG: the log level, `info` as the product's default, `off`
-//! for no subscriber; HOLD=1 prints both addresses and a token and serves
-//! until killed).
+//! for no subscriber; HOLD=1 prints the addresses and a token and serves
+//! until killed; INPROC=1 stops after the in-process part, with BATCH and
+//! INPROC_ONLY=on|off for instruction counts under callgrind, see
+//! `run_batch`).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, reason = "a benchmark binary")]
 
 use std::net::SocketAddr;

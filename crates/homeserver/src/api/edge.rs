@@ -33,13 +33,13 @@ use tower::Service;
 use utoipa::openapi::OpenApi as OpenApiDoc;
 
 use super::REQUEST_ID_HEADER;
+use super::error::{self, ApiError, ErrorCode};
+use crate::auth::{Need, Scope, Security};
+use crate::telemetry::{self, RouteMetrics, route_metrics};
 
 /// [`REQUEST_ID_HEADER`] as a header name made once (a `&str` key is parsed
 /// on every lookup).
 const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
-use super::error::{self, ApiError, ErrorCode};
-use crate::auth::{Need, Scope, Security};
-use crate::telemetry::{self, RouteMetrics, route_metrics};
 
 /// Paths served outside the OpenAPI document, to anyone: the interactive
 /// docs and the document itself.
