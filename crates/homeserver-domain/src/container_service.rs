@@ -408,19 +408,28 @@ impl ContainerService {
         }
     }
 
-    /// The runtime of `kind` answers; `RuntimeUnavailable` when it is not
-    /// configured or does not answer its ping (whatever the reason), which
-    /// also drops any reusable list of it.
-    pub async fn ensure_available(&self, kind: RuntimeKind) -> Result<(), ContainerError> {
-        match self.runtime(kind)?.ping().await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::info!(runtime = %kind, error = %e, "runtime unavailable");
-                // A list read before the failure is not reused after it.
-                self.invalidate(kind);
-                Err(ContainerError::RuntimeUnavailable(kind))
-            }
+    /// Pings the runtime of `kind`. A failure also drops its reusable list:
+    /// no list read before a failure is served after it was seen.
+    pub async fn ping(&self, kind: RuntimeKind) -> Result<(), RuntimeError> {
+        let result = match self.runtimes.get(&kind) {
+            Some(runtime) => runtime.ping().await,
+            None => Err(RuntimeError::Unavailable { runtime: kind, reason: "not configured".to_owned() }),
+        };
+        if result.is_err() {
+            self.invalidate(kind);
         }
+        result
+    }
+
+    /// The runtime of `kind` answers; `RuntimeUnavailable` when it is not
+    /// configured or does not answer its [`ping`](Self::ping) (whatever the
+    /// reason).
+    pub async fn ensure_available(&self, kind: RuntimeKind) -> Result<(), ContainerError> {
+        self.runtime(kind)?;
+        self.ping(kind).await.map_err(|e| {
+            tracing::info!(runtime = %kind, error = %e, "runtime unavailable");
+            ContainerError::RuntimeUnavailable(kind)
+        })
     }
 
     /// The record of `id`.

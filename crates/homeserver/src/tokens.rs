@@ -74,7 +74,7 @@ pub fn hash_token(token: &str) -> Option<TokenHash> {
 /// The credentials a request carries: `Authorization: Bearer …`, or for a
 /// WebSocket upgrade also `?access_token=…`.
 fn credentials(parts: &Parts) -> Result<Option<&str>, AuthFailure> {
-    if let Some(value) = parts.headers.get(AUTHORIZATION) {
+    if let Some(value) = crate::auth::header(&parts.headers, &AUTHORIZATION) {
         // Visible ASCII, spaces and tabs only: `trim_ascii` trims what `trim` would.
         let value = value.to_str().map_err(|_| AuthFailure::Malformed)?;
         return match value.split_at_checked(7) {

@@ -95,19 +95,19 @@ async fn ready(State(state): State<Shared>) -> Response {
         .then(|| format!("no good sample recently ({} consecutive failures)", state.sampler.consecutive_failures()));
     checks.insert("sampler".to_owned(), check(sampler_ok, sampler_detail));
     for kind in homeserver_domain::RuntimeKind::ALL {
-        let check = match state.containers.as_ref().and_then(|c| c.runtime(kind).ok().map(|r| (c, r))) {
+        let check = match state.containers.as_ref().filter(|c| c.runtime(kind).is_ok()) {
             None => CheckDto { status: "disabled".to_owned(), detail: None, events: None },
-            Some((service, runtime)) => {
+            Some(service) => {
                 let (status, detail) =
-                    match tokio::time::timeout(std::time::Duration::from_secs(2), runtime.ping()).await {
+                    match tokio::time::timeout(std::time::Duration::from_secs(2), service.ping(kind)).await {
                         Ok(Ok(())) => ("ok", None),
                         Ok(Err(e)) => ("unavailable", Some(e.to_string())),
-                        Err(_) => ("unavailable", Some("no answer within 2 s".to_owned())),
+                        Err(_) => {
+                            // As a failed ping does (the ping was cut short).
+                            service.invalidate(kind);
+                            ("unavailable", Some("no answer within 2 s".to_owned()))
+                        }
                     };
-                if detail.is_some() {
-                    // No list read before the failure is served after it.
-                    service.invalidate(kind);
-                }
                 let events = service.watched(kind).map(|c| if c { "connected" } else { "disconnected" }.to_owned());
                 CheckDto { status: status.to_owned(), detail, events }
             }
