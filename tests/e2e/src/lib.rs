@@ -196,17 +196,44 @@ pub fn homeserver_bin() -> PathBuf {
     bin
 }
 
-/// Reads a child's stderr to its end on a thread, so a chatty child (trace
-/// logging) never blocks on a full pipe; join the handle for the text.
-pub fn drain_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
+/// A child's stderr read to its end on a thread, so a chatty child (trace
+/// logging) never blocks on a full pipe. What arrived so far can be read
+/// while the child runs (for a failure message); join for the whole text.
+pub struct Drained {
+    text: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Drained {
+    /// Everything the child wrote so far.
+    pub fn so_far(&self) -> String {
+        String::from_utf8_lossy(&self.text.lock().unwrap()).into_owned()
+    }
+
+    /// Waits for the pipe's end (the child exited) and returns the whole text.
+    pub fn join(self) -> String {
+        let Self { text, thread } = self;
+        thread.join().unwrap();
+        String::from_utf8_lossy(&text.lock().unwrap()).into_owned()
+    }
+}
+
+/// Starts draining a child's stderr (see [`Drained`]).
+pub fn drain_stderr(child: &mut Child) -> Drained {
     let stderr = child.stderr.take();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut stderr) = stderr {
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+    let text = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = text.clone();
+    let thread = std::thread::spawn(move || {
+        let Some(mut stderr) = stderr else { return };
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = std::io::Read::read(&mut stderr, &mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
         }
-        text
-    })
+    });
+    Drained { text, thread }
 }
 
 /// A `homeserver` child process with its own environment.
@@ -224,7 +251,23 @@ pub fn spawn_binary(args: &[&str], env: &[(&str, String)]) -> Child {
     cmd.spawn().expect("homeserver starts")
 }
 
-/// A free TCP port on loopback (bound and released).
+/// A free TCP port on loopback for a child `homeserver` to listen on.
+///
+/// Picked below the kernel's ephemeral range (32768..): a port the kernel
+/// hands out (port-0 listeners of in-process tests, every client socket's
+/// local port) could otherwise take it between this check and the child's
+/// bind, and the child would exit with "Address already in use".
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    for _ in 0..1000 {
+        let n = seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(2654435761));
+        let port = 20_000 + (n % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000")
 }

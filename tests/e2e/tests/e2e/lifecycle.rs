@@ -33,7 +33,14 @@ fn authed(token: &str) -> reqwest::Client {
     reqwest::Client::builder().default_headers(h).build().unwrap()
 }
 
-pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str, child: &mut Child) {
+/// Waits until the child serves `GET /api/v1/system`; if it exits first,
+/// fails with its stderr (from `drained` when a drain thread holds it).
+pub(crate) async fn wait_ready(
+    client: &reqwest::Client,
+    base: &str,
+    child: &mut Child,
+    drained: Option<&e2e::Drained>,
+) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         if let Ok(r) = client.get(format!("{base}/api/v1/system")).send().await
@@ -42,10 +49,12 @@ pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str, child: &mut
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
+            let mut err = drained.map(e2e::Drained::so_far).unwrap_or_default();
             if let Some(mut stderr) = child.stderr.take() {
                 stderr.read_to_string(&mut err).unwrap();
             }
+            let cut = (err.len().saturating_sub(4000)..err.len()).find(|&i| err.is_char_boundary(i)).unwrap_or(0);
+            let err = &err[cut..];
             panic!("homeserver exited early ({status}): {err}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -79,7 +88,7 @@ async fn sigterm_flushes_every_sample_and_a_restart_keeps_them() {
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
 
     let mut child = spawn_binary(&["serve"], &env_for(dir.path(), port));
-    wait_ready(&client, &base, &mut child).await;
+    wait_ready(&client, &base, &mut child, None).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let last: serde_json::Value =
         client.get(format!("{base}/api/v1/system")).send().await.unwrap().json().await.unwrap();
@@ -95,7 +104,7 @@ async fn sigterm_flushes_every_sample_and_a_restart_keeps_them() {
     assert!(err.contains("homeserver stopped"), "{err}");
 
     let mut child = spawn_binary(&["serve"], &env_for(dir.path(), port));
-    wait_ready(&client, &base, &mut child).await;
+    wait_ready(&client, &base, &mut child, None).await;
     // The last sample served before SIGTERM is in history, to the byte.
     let t = last["timestamp"].as_str().unwrap();
     let h: serde_json::Value = client
