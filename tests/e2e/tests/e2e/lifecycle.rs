@@ -90,12 +90,16 @@ async fn sigterm_flushes_every_sample_and_a_restart_keeps_them() {
     let mut child = spawn_binary(&["serve"], &env_for(dir.path(), port));
     wait_ready(&client, &base, &mut child, None).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let last: serde_json::Value =
-        client.get(format!("{base}/api/v1/system")).send().await.unwrap().json().await.unwrap();
+    // The count first: the sampler publishes a sample before counting it, so
+    // every sample counted here is at most as new as the one served next
+    // (read the other way round, a tick between the two reads was counted
+    // but lay after the served sample).
     let samples_seen = metric(
         &client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap(),
         "homeserver_samples_total",
     );
+    let last: serde_json::Value =
+        client.get(format!("{base}/api/v1/system")).send().await.unwrap().json().await.unwrap();
     assert!(samples_seen >= 5);
     let status = sigterm_and_wait(&mut child);
     assert!(status.success(), "exit status {status}");
